@@ -1,0 +1,375 @@
+"""Recipe files: the pydantic schema, discovery, `--set` overrides and validation.
+
+A recipe states what a paper states, in the paper's terms, each value with its source. Every
+sourced value is a `Sourced` leaf: `{value, source, demo}`, where `demo` replaces `value` for
+the embedded tiny model and `value` may be left out to document that TRL's default is kept.
+This module never imports TRL: field names and defaults come from `trl_fields`.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from paperrl.errors import PaperrlError, Problems, closest
+from paperrl.trainers import KINDS
+from paperrl.trl_fields import config_fields, type_problem
+
+RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sourced(_Strict):
+    value: Any = None
+    source: str
+    demo: Any = None
+
+    def pick(self, demo_mode: bool):
+        """(value, 'paper'|'demo'|'trl-default') for this mode."""
+        if demo_mode and "demo" in self.model_fields_set:
+            return self.demo, "demo"
+        if "value" in self.model_fields_set:
+            return self.value, "paper"
+        return None, "trl-default"
+
+
+class Rule(_Strict):
+    """`field` = `equals`, where `equals` is '<integer> * <other field>'."""
+
+    field: str
+    equals: str = Field(pattern=r"^\s*\d+\s*\*\s*[a-z_]+\s*$")
+    source: str
+
+    @property
+    def factor(self) -> int:
+        return int(self.equals.split("*")[0])
+
+    @property
+    def depends_on(self) -> str:
+        return self.equals.split("*")[1].strip()
+
+    def text(self) -> str:
+        return f"{self.field} = {self.factor} × {self.depends_on} ({self.source})"
+
+
+class Named(_Strict):
+    """A reward function or callback: a registered name or `module:function`, with arguments."""
+
+    name: str
+    args: dict[str, Sourced] = {}
+    weight: float = 1.0
+    source: str = ""
+
+
+class Batch(_Strict):
+    """The paper's batch in its own terms; TRL's fields are derived from it (see batch.py)."""
+
+    prompts_per_rollout: Sourced | None = None
+    completions_per_prompt: Sourced | None = None
+    completions_per_step: Sourced | None = None
+    steps_per_rollout: Sourced | None = None
+    examples_per_step: Sourced | None = None  # preference pairs / sequences per optimizer step
+
+
+class DynamicSampling(_Strict):
+    enabled: Sourced
+    metric: Sourced  # "reward" (the weighted total) or the name of one reward function
+    oversample: Sourced  # prompts generated per round, as a multiple of the prompts still needed
+    max_rounds: Sourced  # generation rounds per rollout before `on_exhausted` applies
+    on_exhausted: Sourced  # "train" on what was kept (and warn) or "stop" cleanly
+
+
+class Dataset(_Strict):
+    name: str
+    subset: str | None = None
+    split: str = "train"
+    columns: dict[str, str] = {}  # paperrl name <- dataset column (dots reach into nested columns)
+    where: dict[str, list] = {}  # keep rows whose column value is in the list
+    max_prompt_tokens: int | None = None  # drop longer prompts (TRL has no prompt cap any more)
+    source: str
+
+
+class Demo(_Strict):
+    note: str
+    rewards: list[Named] | None = None
+
+
+class Recipe(_Strict):
+    name: str
+    title: str
+    arxiv: str
+    trainer: Literal["grpo", "rloo", "dpo", "cpo", "sft"]
+    summary: str
+    fixes: list[str] = []  # what paperrl fixes relative to TRL's Paper Index
+    dataset: Dataset | None = None
+    config: dict[str, Sourced] = {}
+    batch: Batch = Batch()
+    rules: list[Rule] = []
+    rewards: list[Named] = []
+    callbacks: list[Named] = []
+    dynamic_sampling: DynamicSampling | None = None
+    demo: Demo
+    # paths set from the command line ("config.beta", "dynamic_sampling.max_rounds"); not in files
+    user_set: set[str] = Field(default_factory=set, exclude=True)
+    file: str = Field(default="", exclude=True)
+
+    @property
+    def kind(self):
+        return KINDS[self.trainer]
+
+    def trl_fields(self) -> dict[str, tuple[object, str]]:
+        return config_fields(self.kind.config_class)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def available() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))}
+
+
+def locate(name_or_path: str) -> Path:
+    recipes = available()
+    if name_or_path in recipes:
+        return recipes[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise PaperrlError(f"{name_or_path}: no such recipe file")
+        return path
+    raise PaperrlError(
+        f"unknown recipe '{name_or_path}'{closest(name_or_path, recipes)}; "
+        f"accepted: {', '.join(recipes)} or a path to a .yaml recipe file"
+    )
+
+
+def read_raw(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PaperrlError(f"{path}: cannot read recipe file ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise PaperrlError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise PaperrlError(f"{path}: malformed YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise PaperrlError(f"{path}: a recipe file must be a YAML mapping (name, trainer, config, ...), "
+                           f"got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------- --set
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise PaperrlError(f"--set {item}: expected NAME=VALUE")
+    name, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, (dict, list)) and not text.strip().startswith(("[", "{")):
+        value = text
+    return name.strip(), value
+
+
+def _settable_paths(raw: dict, trl_fields) -> list[str]:
+    paths = list(trl_fields)
+    for section in ("batch", "dynamic_sampling"):
+        model = Batch if section == "batch" else DynamicSampling
+        paths += [f"{section}.{f}" for f in model.model_fields]
+    for section in ("rewards", "callbacks"):
+        for item in raw.get(section) or []:
+            if isinstance(item, dict):
+                paths.append(f"{section}.{item.get('name')}.weight")
+                paths += [f"{section}.{item.get('name')}.{a}" for a in (item.get("args") or {})]
+    return paths
+
+
+def _set_leaf(container: dict, key: str, value) -> None:
+    leaf = container.get(key)
+    if isinstance(leaf, dict) and "source" in leaf:
+        leaf = {**leaf, "value": value}
+        leaf.pop("demo", None)  # the user's value holds in both modes
+    else:
+        leaf = {"value": value, "source": "--set"}
+    container[key] = leaf
+
+
+def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
+    """Write `--set` values into the raw recipe; returns the recipe paths the user set."""
+    problems, user = Problems(), set()
+    for name, value in sets:
+        head, _, rest = name.partition(".")
+        if not rest and name in trl_fields:
+            raw.setdefault("config", {})
+            _set_leaf(raw["config"], name, value)
+            user.add(f"config.{name}")
+        elif head == "config" and rest in trl_fields:
+            raw.setdefault("config", {})
+            _set_leaf(raw["config"], rest, value)
+            user.add(name)
+        elif head in ("batch", "dynamic_sampling") and rest in (Batch if head == "batch" else DynamicSampling).model_fields:
+            section = raw.get(head) or {}
+            if head == "dynamic_sampling" and not raw.get(head):
+                section = _dynamic_sampling_defaults()
+            raw[head] = section
+            _set_leaf(section, rest, value)
+            user.add(name)
+        elif head in ("rewards", "callbacks") and "." in rest:
+            item_name, _, arg = rest.partition(".")
+            item = next((i for i in raw.get(head) or [] if isinstance(i, dict) and i.get("name") == item_name), None)
+            if item is None or (arg != "weight" and arg not in (item.get("args") or {})):
+                problems.add(f"--set {name}: unknown name{closest(name, _settable_paths(raw, trl_fields))}")
+                continue
+            if arg == "weight":
+                item["weight"] = value
+            else:
+                _set_leaf(item["args"], arg, value)
+            user.add(name)
+        else:
+            problems.add(
+                f"--set {name}: unknown name{closest(name, _settable_paths(raw, trl_fields))}; accepted: a "
+                f"{KINDS[raw.get('trainer', 'grpo')].config_class.split(':')[1]} field or a recipe path such as "
+                "dynamic_sampling.max_rounds, batch.completions_per_step, rewards.<name>.<arg>"
+            )
+    problems.raise_if_any()
+    return user
+
+
+def _dynamic_sampling_defaults() -> dict:
+    """Off unless a recipe turns it on; the values are DAPO's (verl's filter_groups defaults)."""
+    src = "DAPO §3.2; verl recipe/dapo filter_groups"
+    return {
+        "enabled": {"value": False, "source": src},
+        "metric": {"value": "reward", "source": src},
+        "oversample": {"value": 1.0, "source": src},
+        "max_rounds": {"value": 10, "source": "verl algorithm.filter_groups.max_num_gen_batches"},
+        "on_exhausted": {"value": "train", "source": "paperrl: train on the kept groups and warn"},
+    }
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union", "literal")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = "expected '<integer> * <field>'"
+        out.append(f"{where}: {loc}: {msg}")
+    return list(dict.fromkeys(out))
+
+
+def check(recipe: Recipe, where: str) -> list[str]:
+    """Semantic checks pydantic cannot make: TRL names, types, closed sets, rules, sections."""
+    problems = []
+    fields = recipe.trl_fields()
+    user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
+    for name, entry in recipe.config.items():
+        label = f"--set {name}" if name in user_fields else f"{where}: config.{name}"
+        if name not in fields:
+            problems.append(f"{label}: not a field of TRL's {recipe.kind.config_class.split(':')[1]}"
+                            f"{closest(name, fields)}")
+            continue
+        for which in ("value", "demo"):
+            if which not in entry.model_fields_set:
+                continue
+            value = getattr(entry, which)
+            problem = type_problem(fields[name][1], value)
+            allowed = recipe.kind.closed_sets.get(name)
+            values = value if isinstance(value, list) else [value]
+            if problem is None and allowed and any(v not in allowed for v in values):
+                bad = next(v for v in values if v not in allowed)
+                problem = f"{bad!r} is not accepted{closest(bad, [a for a in allowed if isinstance(a, str)])}; " \
+                          f"accepted: {', '.join(str(a) for a in allowed)}"
+            if problem:
+                problems.append(f"{label}{'' if which == 'value' else ' (demo)'}: {problem}")
+    for rule in recipe.rules:
+        for name in (rule.field, rule.depends_on):
+            if name not in fields:
+                problems.append(f"{where}: rules: '{name}' is not a field of TRL's "
+                                f"{recipe.kind.config_class.split(':')[1]}{closest(name, fields)}")
+    ds = recipe.dynamic_sampling
+    if ds is not None:
+        problems += _check_dynamic_sampling(recipe, ds, where)
+    if recipe.rewards and not recipe.kind.online:
+        problems.append(f"{where}: rewards: the {recipe.trainer} trainer takes no reward functions")
+    return problems
+
+
+def _check_dynamic_sampling(recipe: Recipe, ds: DynamicSampling, where: str) -> list[str]:
+    problems = []
+
+    def label(field):
+        path = f"dynamic_sampling.{field}"
+        return f"--set {path}" if path in recipe.user_set else f"{where}: {path}"
+
+    enabled = ds.enabled.value
+    if not isinstance(enabled, bool):
+        problems.append(f"{label('enabled')}: expected true or false, got {enabled!r}")
+    elif enabled and recipe.trainer != "grpo":
+        problems.append(f"{label('enabled')}: dynamic sampling needs a GRPO-family recipe (trainer: grpo); "
+                        f"this recipe's trainer is {recipe.trainer}")
+    for field in ("max_rounds",):
+        for value in (getattr(ds, field).value, getattr(ds, field).demo):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                problems.append(f"{label(field)}: expected an integer >= 1, got {value!r}")
+    for value in (ds.oversample.value, ds.oversample.demo):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 64):
+            problems.append(f"{label('oversample')}: expected a number between 1 and 64, got {value!r}")
+    if ds.on_exhausted.value not in ("train", "stop"):
+        problems.append(f"{label('on_exhausted')}: expected 'train' or 'stop', got {ds.on_exhausted.value!r}")
+    names = ["reward"] + [reward_name(r.name) for r in recipe.rewards]
+    if ds.metric.value not in names:
+        problems.append(f"{label('metric')}: {ds.metric.value!r} names no reward function"
+                        f"{closest(ds.metric.value, names)}; accepted: {', '.join(names)}")
+    return problems
+
+
+def reward_name(spec: str) -> str:
+    """The name a reward function is logged under: 'accuracy', or 'f' for 'pkg.mod:f'."""
+    return re.split(r"[:.]", spec)[-1] if ":" in spec else spec
+
+
+def load(name_or_path: str, sets: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; every problem is reported at once."""
+    path = locate(name_or_path)
+    where = str(path) if path.parent != RECIPE_DIR else f"recipes/{path.name}"
+    raw = read_raw(path)
+    trainer = raw.get("trainer")
+    if trainer not in KINDS:
+        raise PaperrlError(f"{where}: trainer: {'missing' if trainer is None else repr(trainer)}"
+                           f"{closest(trainer, KINDS) if trainer else ''}; accepted: {', '.join(KINDS)}")
+    user = apply_sets(raw, [parse_set(s) for s in sets], config_fields(KINDS[trainer].config_class))
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise PaperrlError(*_pydantic_problems(where, exc)) from None
+    recipe.user_set = user
+    recipe.file = str(path)
+    problems = check(recipe, where)
+    if problems:
+        raise PaperrlError(*problems)
+    return recipe

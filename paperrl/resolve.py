@@ -1,0 +1,288 @@
+"""Recipe + options + hardware -> the resolved run: TRL config values with origin and source."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paperrl import batch as batchmod
+from paperrl import demo
+from paperrl.errors import PaperrlError
+from paperrl.recipe import Named, Recipe, reward_name
+
+
+@dataclass
+class Options:
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    subset: str | None = None
+    columns: list[str] = field(default_factory=list)  # NAME=COLUMN
+    output_dir: str | None = None
+    sets: list[str] = field(default_factory=list)
+    rewards: list[str] = field(default_factory=list)
+    max_steps: int | None = None
+    num_processes: int = 1
+    per_device_batch_size: int | None = None
+    accelerate_config: str | None = None
+    multi_node: list[str] = field(default_factory=list)  # accelerate options passed through
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    vllm: str | None = None
+    report_to: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    options: Options
+    demo_mode: bool
+    model: str
+    dataset: str | None
+    config: dict
+    origin: dict
+    sources: dict
+    rewards: list[dict]
+    callbacks: list[dict]
+    dynamic_sampling: dict | None
+    paper_batch: dict
+    launch: dict
+
+    @property
+    def kind(self):
+        return self.recipe.kind
+
+
+def _hardware_precision() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return {"bf16": True, "fp16": False}
+        return {"bf16": False, "fp16": True}
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+def _substitute(value, config: dict, defaults: dict):
+    """'${max_completion_length}' in a reward or callback argument -> the resolved config value."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\$\{(\w+)\}", value.strip())
+        if match:
+            name = match.group(1)
+            return config.get(name, defaults.get(name, (None,))[0])
+    return value
+
+
+def _named(items: list[Named], demo_mode: bool, config: dict, defaults: dict, user: set, section: str):
+    out = []
+    for item in items:
+        args = {}
+        for key, entry in item.args.items():
+            value, _ = entry.pick(demo_mode)
+            args[key] = _substitute(value, config, defaults)
+        out.append({"name": item.name, "args": args, "weight": item.weight})
+    return out
+
+
+def parse_reward_option(spec: str) -> Named:
+    """--reward module:function[=WEIGHT] or path/to/file.py:function[=WEIGHT]."""
+    name, _, weight = spec.partition("=")
+    if ":" not in name:
+        raise PaperrlError(f"--reward {spec}: expected module:function or path/to/file.py:function "
+                           "(optionally =WEIGHT)")
+    try:
+        w = float(weight) if weight else 1.0
+    except ValueError:
+        raise PaperrlError(f"--reward {spec}: weight '{weight}' is not a number") from None
+    return Named(name=name, weight=w, source="--reward")
+
+
+def default_output_dir(recipe: Recipe) -> str:
+    return f"runs/{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve(recipe: Recipe, opts: Options) -> Plan:
+    demo_mode = opts.model is None
+    fields = recipe.trl_fields()
+    values, origin, sources = {}, {}, {}
+
+    def put(name, value, how, source):
+        values[name] = value
+        origin[name] = how
+        sources[name] = source
+
+    if demo_mode:
+        for name, (value, why) in demo.DEMO_CONFIG[recipe.trainer].items():
+            put(name, value, "demo", why)
+    user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
+    for name, entry in recipe.config.items():
+        value, how = entry.pick(demo_mode)
+        if name in user_fields:
+            put(name, entry.value, "user", "--set")
+        elif how == "trl-default":
+            origin[name], sources[name] = how, entry.source
+        else:
+            put(name, value, how, entry.source)
+
+    if opts.max_steps is not None:
+        put("max_steps", opts.max_steps, "user", "--max-steps")
+    put("output_dir", opts.output_dir or default_output_dir(recipe),
+        "user" if opts.output_dir else "derived", "--output-dir" if opts.output_dir else "paperrl: runs/<recipe>-<time>")
+    if opts.report_to:
+        put("report_to", opts.report_to, "user", "--report-to")
+    if opts.per_device_batch_size is not None:
+        put("per_device_train_batch_size", opts.per_device_batch_size, "user", "--per-device-batch-size")
+        user_fields.add("per_device_train_batch_size")
+    if opts.vllm:
+        put("use_vllm", True, "user", "--vllm")
+        put("vllm_mode", opts.vllm, "user", "--vllm")
+
+    paper_batch = _derive_batch(recipe, demo_mode, opts.num_processes, values, user_fields, put)
+    _apply_rules(recipe, values, fields, user_fields, put)
+    for name, value in _hardware_precision().items():
+        if name not in user_fields:
+            put(name, value, "derived", "hardware: bf16 where the GPU supports it, fp32 on CPU")
+
+    rewards = []
+    if recipe.kind.online:
+        specs = list(recipe.demo.rewards if demo_mode and recipe.demo.rewards is not None else recipe.rewards)
+        specs += [parse_reward_option(r) for r in opts.rewards]
+        rewards = _named(specs, demo_mode, values, fields, recipe.user_set, "rewards")
+        if not rewards:
+            raise PaperrlError(f"{recipe.name}: this recipe needs a reward and has none for your data; "
+                               "pass --reward module:function or --reward path/to/file.py:function")
+        names = [reward_name(r["name"]) for r in rewards]
+        if len(set(names)) != len(names):
+            raise PaperrlError(f"rewards: two reward functions share a name ({', '.join(names)}); each must be unique")
+        if any(r["weight"] != 1.0 for r in rewards):
+            put("reward_weights", [r["weight"] for r in rewards], "derived", "reward weights of the recipe/--reward")
+    callbacks = _named(recipe.callbacks, demo_mode, values, fields, recipe.user_set, "callbacks")
+
+    ds = None
+    if recipe.dynamic_sampling is not None:
+        picked = {k: getattr(recipe.dynamic_sampling, k).pick(demo_mode)[0]
+                  for k in type(recipe.dynamic_sampling).model_fields}
+        if picked["enabled"]:
+            ds = picked
+            for k, v in picked.items():
+                entry = getattr(recipe.dynamic_sampling, k)
+                path = f"dynamic_sampling.{k}"
+                how = "user" if path in recipe.user_set else entry.pick(demo_mode)[1]
+                origin[path], sources[path] = how, entry.source
+
+    model = opts.model or str(demo.model_dir())
+    if opts.dataset:
+        dataset = opts.dataset
+    elif demo_mode:
+        dataset = demo.task_name(recipe.trainer)
+    else:
+        dataset = recipe.dataset.name if recipe.dataset else None
+
+    argv = [a for a in sys.argv[1:]] if sys.argv and Path(sys.argv[0]).name in ("paperrl", "__main__.py") else []
+    from paperrl.launch import launch_command  # local: launch imports resolve's Options
+
+    return Plan(
+        recipe=recipe, options=opts, demo_mode=demo_mode, model=model, dataset=dataset,
+        config=values, origin=origin, sources=sources, rewards=rewards, callbacks=callbacks,
+        dynamic_sampling=ds, paper_batch=paper_batch,
+        launch={"num_processes": opts.num_processes,
+                "command": shlex.join(launch_command(opts, argv or ["<recipe>"]))},
+    )
+
+
+def _derive_batch(recipe, demo_mode, n, values, user_fields, put) -> dict:
+    b = recipe.batch
+
+    def pick(entry):
+        return entry.pick(demo_mode)[0] if entry is not None else None
+
+    paper = batchmod.PaperBatch(
+        prompts_per_rollout=pick(b.prompts_per_rollout),
+        completions_per_prompt=pick(b.completions_per_prompt),
+        per_step=pick(b.completions_per_step) or pick(b.examples_per_step),
+        steps_per_rollout=pick(b.steps_per_rollout),
+    )
+    for name, value in vars(paper).items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise PaperrlError(f"batch.{name}: expected a positive integer, got {value!r}")
+    fixed = {k: values[k] for k in user_fields if k in values}
+    derived = batchmod.derive(paper, n, fixed)
+    source = {
+        "num_generations": (b.completions_per_prompt.source if b.completions_per_prompt else ""),
+        "per_device_train_batch_size": "paperrl: largest micro-batch <= 8 that divides the per-process batch",
+    }
+    for name, value in derived.items():
+        put(name, value, "derived",
+            source.get(name) or f"paper batch over {n} process(es): " + ", ".join(
+                f"{k}={v}" for k, v in vars(paper).items() if v is not None))
+    return {name: entry.pick(demo_mode)[0] for name, entry in b if entry is not None and entry.pick(demo_mode)[0]}
+
+
+def _apply_rules(recipe, values, fields, user_fields, put) -> None:
+    for rule in recipe.rules:
+        base = values.get(rule.depends_on, fields[rule.depends_on][0])
+        if not isinstance(base, int):
+            raise PaperrlError(f"{rule.depends_on}={base!r}: rule {rule.text()} needs an integer")
+        expected = rule.factor * base
+        if rule.field in user_fields:
+            if values[rule.field] != expected:
+                raise PaperrlError(
+                    f"--set {rule.field}={values[rule.field]} contradicts the rule {rule.text()}: with "
+                    f"{rule.depends_on}={base} it must be {expected}; set {rule.depends_on} instead and "
+                    f"{rule.field} follows"
+                )
+            continue
+        put(rule.field, expected, "derived", f"rule: {rule.text()}")
+
+
+def build_config(plan: Plan):
+    """The real TRL config, built by TRL itself (its __post_init__ runs)."""
+    import warnings
+
+    cls = plan.kind.load("config_class")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return cls(**plan.config)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise PaperrlError(f"TRL's {cls.__name__} rejected the resolved config: {message}") from None
+
+
+def dry_run(plan: Plan) -> dict:
+    """The dry-run object of the command-line contract."""
+    config = build_config(plan)
+    out = {
+        "recipe": plan.recipe.name,
+        "trainer": plan.recipe.trainer,
+        "paper": {"arxiv": plan.recipe.arxiv, "title": plan.recipe.title},
+        "model": plan.model,
+        "dataset": plan.dataset,
+        "config": _jsonable(config.to_dict()),
+        "origin": plan.origin,
+        "sources": plan.sources,
+        "rewards": plan.rewards,
+        "callbacks": plan.callbacks,
+        "dynamic_sampling": plan.dynamic_sampling,
+        "batch": None,
+        "launch": plan.launch,
+    }
+    if plan.kind.online:
+        out["batch"] = {**batchmod.describe(out["config"], plan.options.num_processes), "paper": plan.paper_batch}
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
