@@ -50,8 +50,10 @@ class PaperBatch:
         return None
 
 
-def derive(paper: PaperBatch, num_processes: int, fixed: dict) -> dict:
-    """TRL fields for the paper's batch; `fixed` holds the fields the user set (kept as given)."""
+def derive(paper: PaperBatch, num_processes: int, fixed: dict, cap: int = DEFAULT_MICRO_BATCH) -> dict:
+    """TRL fields for the paper's batch; `fixed` holds the fields the user set (kept as given).
+
+    Without a user-set micro-batch, the largest one <= `cap` that divides the batch is used."""
     out: dict = {}
     n = num_processes
     if paper.completions_per_prompt and "num_generations" not in fixed:
@@ -67,7 +69,7 @@ def derive(paper: PaperBatch, num_processes: int, fixed: dict) -> dict:
     per_process = m // n
     b = fixed.get("per_device_train_batch_size")
     if b is None:
-        b = max(d for d in divisors(per_process) if d <= DEFAULT_MICRO_BATCH)
+        b = max(d for d in divisors(per_process) if d <= cap)
         out["per_device_train_batch_size"] = b
     elif not isinstance(b, int) or b < 1 or per_process % b:
         raise PaperrlError(

@@ -23,9 +23,10 @@ _WHY = "embedded default: tiny model on 2 CPU cores"
 # Settings every demo run of a trainer kind uses (the recipe's `demo` values come on top).
 DEMO_CONFIG = {
     "grpo": {
-        "max_steps": (80, _WHY),
+        "max_steps": (300, _WHY),
         "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
-        "learning_rate": (2e-3, _WHY),
+        "learning_rate": (3e-4, _WHY),
+        "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
         "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
         "logging_steps": (1, _WHY),
         "save_steps": (20, _WHY),
@@ -33,8 +34,10 @@ DEMO_CONFIG = {
         "seed": (SEED, _WHY),
     },
     "rloo": {
-        "max_steps": (60, _WHY),
-        "learning_rate": (2e-3, _WHY),
+        "max_steps": (300, _WHY),
+        "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
+        "learning_rate": (3e-4, _WHY),
+        "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
         "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
         "logging_steps": (1, _WHY),
         "save_steps": (20, _WHY),
@@ -153,7 +156,7 @@ def _model(tokenizer):
     return Qwen2ForCausalLM(config)
 
 
-def _warm_up(model, tokenizer, steps: int = 250, batch_size: int = 64) -> None:
+def _warm_up(model, tokenizer, steps: int = 650, batch_size: int = 64) -> None:
     """Supervised warm-up on the training split: completion tokens only."""
     import torch
 

@@ -183,6 +183,11 @@ def parse_set(item: str) -> tuple[str, Any]:
         value = text
     if isinstance(value, (dict, list)) and not text.strip().startswith(("[", "{")):
         value = text
+    if isinstance(value, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3)
+        try:
+            value = float(value) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()) else value
+        except ValueError:
+            pass
     return name.strip(), value
 
 

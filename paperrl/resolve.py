@@ -212,10 +212,11 @@ def _derive_batch(recipe, demo_mode, n, values, user_fields, put) -> dict:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise PaperrlError(f"batch.{name}: expected a positive integer, got {value!r}")
     fixed = {k: values[k] for k in user_fields if k in values}
-    derived = batchmod.derive(paper, n, fixed)
+    cap = values.get("per_device_train_batch_size") or batchmod.DEFAULT_MICRO_BATCH
+    derived = batchmod.derive(paper, n, fixed, cap)
     source = {
         "num_generations": (b.completions_per_prompt.source if b.completions_per_prompt else ""),
-        "per_device_train_batch_size": "paperrl: largest micro-batch <= 8 that divides the per-process batch",
+        "per_device_train_batch_size": "paperrl: largest micro-batch up to the default (TRL: 8; demo: 32) that divides the per-process batch",
     }
     for name, value in derived.items():
         put(name, value, "derived",

@@ -1,0 +1,179 @@
+"""Named reward functions (TRL's own first) and the user's `module:function` rewards.
+
+Every reward handed to TRL is wrapped so that (1) it accepts both plain-text and chat
+completions, (2) a failure names the function and the sample instead of a TRL traceback, and
+(3) the dataset columns it reads are known before training starts (the column check).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from paperrl.errors import PaperrlError, closest
+from paperrl.recipe import reward_name
+
+# Arguments TRL passes to every reward function; anything else a function names is a column.
+_TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "kwargs",
+             "environments", "tools"}
+
+
+class RewardFailed(Exception):
+    """A reward function raised: carries its name and the sample it failed on."""
+
+
+def _text(completion) -> str:
+    if isinstance(completion, list):  # chat format: [{"role": "assistant", "content": ...}]
+        return completion[-1].get("content", "") if completion else ""
+    return str(completion)
+
+
+def _as_chat(completions):
+    return [c if isinstance(c, list) else [{"role": "assistant", "content": str(c)}] for c in completions]
+
+
+def _rescale(values, correct: float, wrong: float):
+    return [None if v is None else (correct if v >= 0.5 else wrong) for v in values]
+
+
+# ---------------------------------------------------------------- built-in rewards
+
+
+def accuracy(correct: float = 1.0, wrong: float = 0.0):
+    """Math-verify accuracy (trl.rewards.accuracy_reward) against `solution`, on the chosen scale."""
+    from trl.rewards import accuracy_reward
+
+    def accuracy(completions, solution, **kwargs):
+        return _rescale(accuracy_reward(_as_chat(completions), solution), correct, wrong)
+
+    return accuracy
+
+
+def answer_match(correct: float = 1.0, wrong: float = 0.0):
+    """Exact integer answer: the demo task's verifiable reward (the first number must equal `solution`)."""
+
+    def answer_match(completions, solution, **kwargs):
+        out = []
+        for completion, answer in zip(completions, solution):
+            found = re.match(r"\s*(-?\d+)", _text(completion))
+            out.append(correct if found and found.group(1) == str(answer).strip() else wrong)
+        return out
+
+    return answer_match
+
+
+def soft_overlong_punishment(max_completion_len: int, soft_punish_cache: int):
+    """DAPO Eq. 13, TRL's implementation (trl.rewards.get_soft_overlong_punishment)."""
+    from trl.rewards import get_soft_overlong_punishment
+
+    fn = get_soft_overlong_punishment(max_completion_len=int(max_completion_len),
+                                      soft_punish_cache=int(soft_punish_cache))
+    fn.__name__ = "soft_overlong_punishment"
+    return fn
+
+
+def think_format():
+    """<think>...</think> format reward (trl.rewards.think_format_reward)."""
+    from trl.rewards import think_format_reward
+
+    def think_format(completions, **kwargs):
+        return think_format_reward(_as_chat(completions))
+
+    return think_format
+
+
+def repetition_penalty(ngram_size: int = 3, max_penalty: float = -1.0):
+    """Repeated n-gram penalty (trl.rewards.get_repetition_penalty_reward)."""
+    from trl.rewards import get_repetition_penalty_reward
+
+    fn = get_repetition_penalty_reward(ngram_size=int(ngram_size), max_penalty=float(max_penalty))
+    fn.__name__ = "repetition_penalty"
+    return fn
+
+
+BUILTIN = {f.__name__: f for f in (accuracy, answer_match, soft_overlong_punishment, think_format, repetition_penalty)}
+
+
+# ---------------------------------------------------------------- user rewards
+
+
+def _load_user_function(spec: str):
+    target, _, func = spec.rpartition(":")
+    if not target or not func:
+        raise PaperrlError(f"reward {spec}: expected module:function or path/to/file.py:function")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise PaperrlError(f"reward {spec}: file {target} not found")
+        name = f"paperrl_user_reward_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file: report, don't crash
+            raise PaperrlError(f"reward {spec}: importing {target} failed: {exc.__class__.__name__}: {exc}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:  # noqa: BLE001
+            raise PaperrlError(f"reward {spec}: cannot import module {target} ({exc.__class__.__name__}: {exc})") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise PaperrlError(f"reward {spec}: {target} has no function '{func}'{closest(func, public)}")
+    return fn
+
+
+def required_columns(fn) -> list[str]:
+    """Dataset columns a reward function reads: its named parameters TRL does not supply."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name not in _TRL_ARGS
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
+
+
+def _guarded(fn, name: str):
+    def reward(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - stop with a message that names the function and sample
+            prompts, completions = kwargs.get("prompts") or [""], kwargs.get("completions") or [""]
+            sample = f"prompt {_text(prompts[0])[:80]!r}, completion {_text(completions[0])[:80]!r}"
+            raise RewardFailed(f"reward function '{name}' raised {exc.__class__.__name__}: {exc} "
+                               f"(first sample of the batch: {sample})") from exc
+
+    reward.__name__ = name
+    return reward
+
+
+def build(specs: list[dict]):
+    """(reward functions for TRL, {name: dataset columns it needs})."""
+    funcs, needs = [], {}
+    for spec in specs:
+        name = spec["name"]
+        if name.startswith("model:"):
+            funcs.append(name[len("model:"):])  # a reward model id or directory: TRL loads it
+            continue
+        if ":" in name:
+            fn = _load_user_function(name)
+            if spec["args"]:
+                fn = fn(**spec["args"])
+        elif name in BUILTIN:
+            try:
+                fn = BUILTIN[name](**spec["args"])
+            except TypeError as exc:
+                raise PaperrlError(f"reward {name}: {exc}") from None
+        else:
+            raise PaperrlError(f"reward '{name}': unknown{closest(name, BUILTIN)}; accepted: "
+                               f"{', '.join(BUILTIN)}, model:<reward model>, module:function or file.py:function")
+        label = reward_name(name)
+        needs[label] = required_columns(fn)
+        funcs.append(_guarded(fn, label))
+    return funcs, needs
