@@ -11,7 +11,7 @@ from pathlib import Path
 
 from paperrl import batch as batchmod
 from paperrl import demo
-from paperrl.errors import PaperrlError
+from paperrl.errors import PaperrlError, closest
 from paperrl.recipe import Named, Recipe, reward_name
 
 
@@ -175,6 +175,12 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
                 path = f"dynamic_sampling.{k}"
                 how = "user" if path in recipe.user_set else entry.pick(demo_mode)[1]
                 origin[path], sources[path] = how, entry.source
+            names = ["reward"] + [reward_name(r["name"]) for r in rewards]
+            if ds["metric"] not in names:
+                where = "--set dynamic_sampling.metric" if "dynamic_sampling.metric" in recipe.user_set else \
+                    f"{recipe.name}: dynamic_sampling.metric"
+                raise PaperrlError(f"{where}: {ds['metric']!r} names no reward function of this run"
+                                   f"{closest(str(ds['metric']), names)}; accepted: {', '.join(names)}")
 
     model = opts.model or str(demo.model_dir())
     if opts.dataset:
