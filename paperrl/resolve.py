@@ -154,9 +154,6 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         specs = list(recipe.demo.rewards if demo_mode and recipe.demo.rewards is not None else recipe.rewards)
         specs += [parse_reward_option(r) for r in opts.rewards]
         rewards = _named(specs, demo_mode, values, fields, recipe.user_set, "rewards")
-        if not rewards:
-            raise PaperrlError(f"{recipe.name}: this recipe needs a reward and has none for your data; "
-                               "pass --reward module:function or --reward path/to/file.py:function")
         names = [reward_name(r["name"]) for r in rewards]
         if len(set(names)) != len(names):
             raise PaperrlError(f"rewards: two reward functions share a name ({', '.join(names)}); each must be unique")

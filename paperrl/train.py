@@ -153,6 +153,10 @@ def _load_inputs(plan: Plan):
 
     problems = check_output_dir(plan) if not os.environ.get("PAPERRL_PLAN") else []
     funcs, needs = [], {}
+    if plan.kind.online and not plan.rewards:
+        problems.append(f"{plan.recipe.name}: this recipe has no reward function for your data (the paper trains "
+                        "a reward model); pass --reward module:function, --reward path/to/file.py:function or "
+                        "--reward model:<reward model id or directory>")
     if plan.kind.online:
         try:
             funcs, needs = rewardmod.build(plan.rewards)
@@ -213,8 +217,22 @@ def build_trainer(plan: Plan, dataset, reward_funcs, extra_callbacks=()):
         cls = with_dynamic_sampling(cls, plan.dynamic_sampling)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*experimental.*")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        return cls(**kwargs)
+        trainer = cls(**kwargs)
+    _quiet_progress(trainer)
+    return trainer
+
+
+def _quiet_progress(trainer) -> None:
+    """Keep TRL's progress bar but not its dump of every log dict (metrics.jsonl has them)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class Progress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.pop_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(Progress())
 
 
 def _build_config_quietly(plan: Plan):
@@ -246,8 +264,14 @@ def _launch_workers(plan: Plan) -> int:
 
 
 def _train(plan: Plan) -> int:
+    from transformers.utils import logging as hf_logging
+
     from paperrl.callbacks import GracefulStop, MetricsFile
     from paperrl.rewards import RewardFailed
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars; training keeps its own
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     main = _rank() == 0
     dataset, funcs = _load_inputs(plan)
