@@ -25,8 +25,13 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _nearest(n: int, around: int, k: int = 3) -> str:
-    return ", ".join(str(d) for d in sorted(divisors(n), key=lambda d: (abs(d - around), d))[:k])
+def _nearest(n: int, around: int) -> str:
+    """The valid choices just below and just above `around` (divisors of n)."""
+    ds = divisors(n)
+    below = [d for d in ds if d <= around]
+    above = [d for d in ds if d >= around]
+    picks = dict.fromkeys(([below[-1]] if below else []) + ([above[0]] if above else []))
+    return " or ".join(str(d) for d in picks)
 
 
 @dataclass

@@ -287,23 +287,24 @@ def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def check(recipe: Recipe, where: str) -> list[str]:
-    """Semantic checks pydantic cannot make: TRL names, types, closed sets, rules, sections."""
+def _config_problems(config: dict, kind, where: str, user_fields: set) -> list[str]:
+    """TRL field names, types and closed sets of a recipe's `config` section (raw or validated)."""
     problems = []
-    fields = recipe.trl_fields()
-    user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
-    for name, entry in recipe.config.items():
+    fields = config_fields(kind.config_class)
+    cls = kind.config_class.split(":")[1]
+    for name, entry in config.items():
         label = f"--set {name}" if name in user_fields else f"{where}: config.{name}"
         if name not in fields:
-            problems.append(f"{label}: not a field of TRL's {recipe.kind.config_class.split(':')[1]}"
-                            f"{closest(name, fields)}")
+            problems.append(f"{label}: not a field of TRL's {cls}{closest(name, fields)}")
             continue
+        if not isinstance(entry, dict):
+            continue  # pydantic reports the shape
         for which in ("value", "demo"):
-            if which not in entry.model_fields_set:
+            if which not in entry:
                 continue
-            value = getattr(entry, which)
+            value = entry[which]
             problem = type_problem(fields[name][1], value)
-            allowed = recipe.kind.closed_sets.get(name)
+            allowed = kind.closed_sets.get(name)
             values = value if isinstance(value, list) else [value]
             if problem is None and allowed and any(v not in allowed for v in values):
                 bad = next(v for v in values if v not in allowed)
@@ -311,6 +312,16 @@ def check(recipe: Recipe, where: str) -> list[str]:
                           f"accepted: {', '.join(str(a) for a in allowed)}"
             if problem:
                 problems.append(f"{label}{'' if which == 'value' else ' (demo)'}: {problem}")
+    return problems
+
+
+def check(recipe: Recipe, where: str) -> list[str]:
+    """Semantic checks pydantic cannot make: TRL names, types, closed sets, rules, sections."""
+    fields = recipe.trl_fields()
+    user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
+    raw_config = {k: {w: getattr(e, w) for w in ("value", "demo") if w in e.model_fields_set}
+                  for k, e in recipe.config.items()}
+    problems = _config_problems(raw_config, recipe.kind, where, user_fields)
     for rule in recipe.rules:
         for name in (rule.field, rule.depends_on):
             if name not in fields:
@@ -367,7 +378,10 @@ def load(name_or_path: str, sets: list[str] = ()) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise PaperrlError(*_pydantic_problems(where, exc)) from None
+        config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+        user_fields = {p.split(".", 1)[1] for p in user if p.startswith("config.")}
+        raise PaperrlError(*_pydantic_problems(where, exc),
+                           *_config_problems(config, KINDS[trainer], where, user_fields)) from None
     recipe.user_set = user
     recipe.file = str(path)
     problems = check(recipe, where)

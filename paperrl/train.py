@@ -361,6 +361,8 @@ def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"paperrl {summary['recipe']}: {summary['status']}", box=None, show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("steps", str(summary["steps"]))
     table.add_row("time", f"{summary['runtime_s']:.1f} s")
     if summary["metric"]:
@@ -372,7 +374,7 @@ def _print_summary(summary: dict) -> None:
         table.add_row("model", summary["model_dir"])
     if summary["status"] != "completed" and summary["checkpoint"]:
         table.add_row("resume", f"checkpoint {summary['checkpoint']}: rerun with --resume")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)
 
 
 def _num(value) -> str:

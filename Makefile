@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` (train the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch first where there is no GPU: a bare `torch` requirement would pull
+# a multi-GB CUDA build. GPU machines get the default build (torch is not capped).
+TORCH_CPU := torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "GPU found: installing the default torch build"; \
+	else \
+		echo "no GPU: installing the CPU build of torch"; \
+		$(PY) -m pip install -q $(TORCH_CPU) || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/paperrl gspo
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

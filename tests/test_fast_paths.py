@@ -1,0 +1,54 @@
+"""--help, list, show, diff and cp never import torch, transformers or trl."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["show", "dapo"], ["diff", "gspo", "dapo"], ["gspo", "--help"]])
+def test_no_heavy_imports(argv):
+    code = ("import sys; sys.argv = ['paperrl', *%r]\n"
+            "from paperrl.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\n"
+            "print('HEAVY', heavy)") % (argv,)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+def test_show_lists_value_source_and_trl_default(cli):
+    out = cli("show", "gspo").stdout
+    assert "importance_sampling_level" in out and "'sequence'" in out and "'token'" in out  # TRL default
+    assert "GSPO Eq. 7" in out
+    assert "rule: steps_per_generation = 4 × gradient_accumulation_steps" in out
+
+
+def test_list_shows_all_recipes(cli):
+    out = cli("list").stdout
+    for name in ("gspo", "dapo", "dr-grpo", "dpo", "rloo", "alphapo", "bema", "lite-ppo"):
+        assert name in out
+
+
+def test_diff(cli):
+    out = cli("diff", "gspo", "dapo").stdout
+    assert "config.importance_sampling_level" in out and "sequence" in out
+    assert "config.epsilon_high" in out and "0.28" in out
+
+
+def test_cp_then_run_the_copy(cli, tmp_path):
+    target = tmp_path / "my-dapo.yaml"
+    result = cli("cp", "dapo", target)
+    assert result.returncode == 0 and target.read_text().startswith("# DAPO")
+    again = cli("cp", "dapo", target)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    target.write_text(target.read_text().replace("epsilon_high: {value: 0.28", "epsilon_high: {value: 0.3"))
+    import json
+
+    out = json.loads(cli("run", target, "--model", "m", "--dry-run", "--format", "json").stdout)
+    assert out["config"]["epsilon_high"] == 0.3
