@@ -127,11 +127,17 @@ class MetricsFile(TrainerCallback):
 
 
 class GracefulStop(TrainerCallback):
-    """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop; a second signal aborts."""
+    """SIGINT/SIGTERM (or a component's request): finish the step, save a checkpoint, stop.
+
+    A second signal aborts at once."""
 
     def __init__(self):
         self.signal: int | None = None
+        self.reason: str | None = None
         self._previous = {}
+
+    def request_stop(self, reason: str) -> None:
+        self.reason = reason
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,6 +153,6 @@ class GracefulStop(TrainerCallback):
         self.signal = signum
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signal is not None:
+        if self.signal is not None or self.reason is not None:
             control.should_save = True
             control.should_training_stop = True

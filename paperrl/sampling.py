@@ -12,9 +12,9 @@ group, and generates again until it holds exactly the rollout's number of groups
 - surplus informative groups are discarded and counted (`dynamic_sampling/groups_surplus`);
 - advantages are recomputed over the kept groups only, so `scale_rewards="batch"` uses the
   batch that is trained;
-- after `max_rounds` rounds: `on_exhausted: train` fills the missing slots with filtered
-  groups (advantage 0, no gradient, as plain TRL would train them) and warns;
-  `on_exhausted: stop` stops the run cleanly (the last checkpoint is kept);
+- after `max_rounds` rounds the missing slots are filled with filtered groups (advantage 0,
+  no gradient, as plain TRL would train them) and a warning is logged; with
+  `on_exhausted: stop` the run then saves a checkpoint after this step and stops cleanly;
 - the rollout's logged metrics (`reward`, `frac_reward_zero_std`, ...) describe the kept batch,
   with the counters `dynamic_sampling/*` next to them.
 """
@@ -28,10 +28,6 @@ import random
 import torch
 
 logger = logging.getLogger("paperrl")
-
-
-class DynamicSamplingExhausted(RuntimeError):
-    """`on_exhausted: stop` and the rollout could not be filled."""
 
 
 def _pad_cat(tensors: list[torch.Tensor], left: bool, value) -> torch.Tensor:
@@ -91,6 +87,11 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             self._paperrl_rewards = rewards  # every process's rows, as TRL gathers them
             return rewards
+
+        def _paperrl_request_stop(self, reason: str) -> None:
+            for callback in self.callback_handler.callbacks:
+                if hasattr(callback, "request_stop"):
+                    callback.request_stop(reason)
 
         def _metric_column(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
             metric = self.dynamic_sampling["metric"]
@@ -152,13 +153,13 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
                 batch = self._extra_rows(max(1, math.ceil(worst * ds["oversample"])))
             exhausted = kept < need
             if worst > 0:
+                message = (f"dynamic sampling: after {rounds} generation rounds only {kept} of {need} groups on this "
+                           f"process are informative (max_rounds={ds['max_rounds']}); the rest of the rollout is "
+                           "filled with zero-advantage groups")
+                logger.warning(message)
                 if ds["on_exhausted"] == "stop":
-                    raise DynamicSamplingExhausted(
-                        f"dynamic sampling: after {rounds} generation rounds a process holds {kept} of {need} "
-                        f"informative groups (max_rounds={ds['max_rounds']}); raise dynamic_sampling.max_rounds "
-                        "or use on_exhausted=train")
-                logger.warning("dynamic sampling: %d of %d groups informative after %d rounds; filling the rollout "
-                               "with zero-advantage groups", kept, need, rounds)
+                    self._paperrl_request_stop(message + "; stopped after this step (on_exhausted=stop): resume "
+                                               "with --resume, e.g. with a larger dynamic_sampling.max_rounds")
             missing = (need - kept) * g
             if missing:
                 fill = _concat(fill_parts, self._tokenizer.pad_token_id)
@@ -167,6 +168,9 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
                 kept_rewards.append(torch.cat(fill_rewards)[:missing])
             result = _concat(kept_parts, self._tokenizer.pad_token_id)
             rewards_per_func = torch.cat(kept_rewards)
+            # what this rollout trains on, for tests and debugging: local rows, one per completion
+            self.last_rollout = {"rewards_per_func": rewards_per_func, "metric": self._metric_column(rewards_per_func),
+                                 "rounds": rounds, "kept": kept, "need": need}
             self._finish_rollout(result, rewards_per_func, marks, rounds, generated, kept, need, exhausted)
             return result
 

@@ -311,6 +311,8 @@ def _train(plan: Plan) -> int:
         stop.uninstall()
     if stop.signal is not None and status == "completed":
         status = "interrupted"
+    elif stop.reason is not None and status == "completed":
+        status = "stopped"
     elapsed = time.time() - started
 
     if status == "completed":
@@ -322,6 +324,9 @@ def _train(plan: Plan) -> int:
         _print_summary(summary)
     if status == "interrupted":
         return 128 + stop.signal
+    if status == "stopped":
+        print(f"paperrl: {stop.reason}", file=sys.stderr)
+        return 1
     return 130 if status == "aborted" else 0
 
 
