@@ -141,6 +141,10 @@ def _options(**kw):
         raise PaperrlError(f"--vllm {kw['vllm']}: accepted: colocate, server")
     if kw["format"] not in ("table", "json", "yaml"):
         raise PaperrlError(f"--format {kw['format']}: accepted: table, json, yaml")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # started by hand with `accelerate launch -m paperrl ...`: one process of `world`
+        kw["num_processes"] = world
+        kw["output_dir"] = kw["output_dir"] or "runs/" + os.environ.get("PAPERRL_RUN_NAME", "paperrl-distributed")
     return Options(
         model=kw["model"], dataset=kw["dataset"], split=kw["split"], subset=kw["subset"], columns=kw["column"] or [],
         output_dir=kw["output_dir"], sets=kw["set"] or [], rewards=kw["reward"] or [], max_steps=kw["max_steps"],
@@ -154,8 +158,14 @@ def _options(**kw):
 def _execute(recipe_ref: str, kw: dict) -> None:
     from paperrl.resolve import dry_run, resolve
 
-    opts = _options(**kw)
-    plan = resolve(recipes.load(recipe_ref, opts.sets), opts)
+    plan_file = os.environ.get("PAPERRL_PLAN")
+    if plan_file:  # a worker started by `paperrl ... --num-processes N`: the plan was resolved once, by the launcher
+        import pickle
+
+        plan = pickle.loads(Path(plan_file).read_bytes())
+    else:
+        opts = _options(**kw)
+        plan = resolve(recipes.load(recipe_ref, opts.sets), opts)
     if kw["dry_run"]:
         out = dry_run(plan)
         if kw["format"] == "json":
@@ -249,6 +259,17 @@ for _name, _path in recipes.available().items():
     _make_recipe_command(_name, _name)
 
 
+@app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(ctx: typer.Context, model: str = typer.Argument(..., help="hub id or local directory")) -> None:
+    """Start TRL's vLLM server for `--vllm server` runs (extra options go to `trl vllm-serve`)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("vllm") is None:
+        raise PaperrlError("paperrl serve: vLLM is not installed; install it with: pip install 'paperrl[vllm]'")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "trl.cli.main", "vllm-serve", "--model", model, *ctx.args]))
+
+
 @app.command("verify")
 def verify(recipe: Optional[str] = typer.Argument(None), all_: bool = typer.Option(False, "--all"),
            set_: Optional[List[str]] = typer.Option(None, "--set"),
@@ -278,7 +299,7 @@ def main() -> None:
     if argv and not argv[0].startswith("-") and argv[0] not in known:
         _fail(PaperrlError(f"unknown recipe or command '{argv[0]}'{closest(argv[0], known)}; "
                            f"recipes: {', '.join(recipes.available())}; commands: list, show, cp, diff, run, "
-                           "verify, report"))
+                           "serve, verify, report"))
     try:
         code = app(prog_name="paperrl", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

@@ -66,7 +66,25 @@ def launch_command(opts, argv: list[str]) -> list[str]:
     else:
         cmd += ["--multi_gpu"]  # also the working multi-process path on CPU (gloo), see platform notes
     cmd += opts.multi_node
+    if "--num_machines" not in opts.multi_node:
+        cmd += ["--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # precision is the TRL config's, set per hardware
     return [*cmd, "-m", "paperrl", *worker_args]
+
+
+def missing_extras(opts) -> list[str]:
+    """Optional extras asked for but not installed: vLLM, DeepSpeed."""
+    import importlib.util
+
+    problems = []
+    if opts.vllm and importlib.util.find_spec("vllm") is None:
+        problems.append(f"--vllm {opts.vllm}: vLLM is not installed; install it with: pip install 'paperrl[vllm]'")
+    if opts.accelerate_config:
+        text = accelerate_config_path(opts.accelerate_config).read_text(encoding="utf-8", errors="replace")
+        if "DEEPSPEED" in text and importlib.util.find_spec("deepspeed") is None:
+            problems.append(f"--accelerate-config {opts.accelerate_config}: DeepSpeed is not installed; install it "
+                            "with: pip install 'paperrl[deepspeed]'")
+    return problems
 
 
 def relaunch(opts, argv: list[str], plan_file: Path) -> int:

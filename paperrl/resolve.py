@@ -142,6 +142,8 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
     if opts.vllm:
         put("use_vllm", True, "user", "--vllm")
         put("vllm_mode", opts.vllm, "user", "--vllm")
+    if opts.num_processes > 1 and "ddp_find_unused_parameters" not in values:
+        put("ddp_find_unused_parameters", False, "derived", "every parameter is used: skip DDP's extra graph walk")
 
     paper_batch = _derive_batch(recipe, demo_mode, opts.num_processes, values, user_fields, put)
     _apply_rules(recipe, values, fields, user_fields, put)

@@ -151,7 +151,8 @@ def _load_inputs(plan: Plan):
     """Dataset and rewards, checked together before any model is loaded."""
     from paperrl import rewards as rewardmod
 
-    problems = check_output_dir(plan) if not os.environ.get("PAPERRL_PLAN") else []
+    problems = check_output_dir(plan) if not os.environ.get("PAPERRL_PLAN") and _rank() == 0 else []
+    problems += launch.missing_extras(plan.options)
     funcs, needs = [], {}
     if plan.kind.online and not plan.rewards:
         problems.append(f"{plan.recipe.name}: this recipe has no reward function for your data (the paper trains "
@@ -318,6 +319,9 @@ def _train(plan: Plan) -> int:
     if status == "completed":
         trainer.save_model(str(out / "model"))
     after = _evaluate(plan, trainer) if plan.demo_mode and status == "completed" else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        print(f"paperrl: process {_rank()}/{world} trained {trainer.state.global_step} steps", file=sys.stderr)
     if main:
         summary = _summary(plan, trainer, metrics.rows, out, status, elapsed, before, after)
         write_json_atomic(out / "summary.json", summary)
