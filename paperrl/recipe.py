@@ -87,6 +87,20 @@ class DynamicSampling(_Strict):
     on_exhausted: Sourced  # "train" on what was kept (and warn) or "stop" cleanly
 
 
+class Objective(_Strict):
+    """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
+
+    advantage: Sourced | None = None  # group | batch | none | leave_one_out
+    ratio: Sourced | None = None  # token | sequence | none (REINFORCE)
+    clip: Sourced | None = None  # [epsilon_low, epsilon_high]
+    aggregation: Sourced | None = None  # sequence_mean | token_mean | constant
+    kl_in_reward: Sourced | None = None  # beta of a sequence-level KL subtracted from the reward
+    overlong_filtering: Sourced | None = None  # truncated completions get no loss
+    overlong_reward: Sourced | None = None  # [L_max, L_cache] of the soft overlong punishment
+    preference: Sourced | None = None  # {loss: sigmoid, beta} or {loss: alphapo, alpha, beta, gamma}
+    averaging: Sourced | None = None  # {ema_power, bias_power, lag, multiplier, min_ema_multiplier}
+
+
 class Dataset(_Strict):
     name: str
     subset: str | None = None
@@ -116,6 +130,8 @@ class Recipe(_Strict):
     rewards: list[Named] = []
     callbacks: list[Named] = []
     dynamic_sampling: DynamicSampling | None = None
+    exact_token_normaliser: Sourced | None = None  # divide by the mini-batch's own token count
+    objective: Objective = Objective()
     demo: Demo
     # paths set from the command line ("config.beta", "dynamic_sampling.max_rounds"); not in files
     user_set: set[str] = Field(default_factory=set, exclude=True)
@@ -192,7 +208,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def _settable_paths(raw: dict, trl_fields) -> list[str]:
-    paths = list(trl_fields)
+    paths = list(trl_fields) + ["exact_token_normaliser"]
     for section in ("batch", "dynamic_sampling"):
         model = Batch if section == "batch" else DynamicSampling
         paths += [f"{section}.{f}" for f in model.model_fields]
@@ -233,6 +249,9 @@ def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
                 section = _dynamic_sampling_defaults()
             raw[head] = section
             _set_leaf(section, rest, value)
+            user.add(name)
+        elif name == "exact_token_normaliser":
+            _set_leaf(raw, name, value)
             user.add(name)
         elif head in ("rewards", "callbacks") and "." in rest:
             item_name, _, arg = rest.partition(".")

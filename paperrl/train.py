@@ -216,6 +216,10 @@ def build_trainer(plan: Plan, dataset, reward_funcs, extra_callbacks=()):
         from paperrl.sampling import with_dynamic_sampling
 
         cls = with_dynamic_sampling(cls, plan.dynamic_sampling)
+    if plan.recipe.exact_token_normaliser and plan.recipe.exact_token_normaliser.value:
+        from paperrl.normaliser import with_exact_token_normaliser
+
+        cls = with_exact_token_normaliser(cls)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*experimental.*")
         trainer = cls(**kwargs)
