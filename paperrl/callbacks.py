@@ -107,11 +107,15 @@ class BEMA(TrainerCallback):
 
 
 class MetricsFile(TrainerCallback):
-    """metrics.jsonl: one JSON object per logging event, written as it happens (main process)."""
+    """metrics.jsonl: one JSON object per logging event, written as it happens (main process).
+
+    One line per event, flushed at once: a killed run loses at most the line being written,
+    and `--resume` drops the lines logged after the checkpoint it resumes from."""
 
     def __init__(self, path: Path):
         self.path = path
         self.rows: list[dict] = []
+        self._file = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -122,8 +126,18 @@ class MetricsFile(TrainerCallback):
                 value = None
             row[key] = value
         self.rows.append(row)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class GracefulStop(TrainerCallback):

@@ -165,7 +165,15 @@ def _execute(recipe_ref: str, kw: dict) -> None:
         plan = pickle.loads(Path(plan_file).read_bytes())
     else:
         opts = _options(**kw)
-        plan = resolve(recipes.load(recipe_ref, opts.sets), opts)
+        try:
+            plan = resolve(recipes.load(recipe_ref, opts.sets), opts)
+        except PaperrlError as exc:
+            if kw["dry_run"] or not opts.output_dir:
+                raise
+            from paperrl.train import check_output_dir
+
+            # report the output directory's problem too: every mistake at once, before anything heavy
+            raise PaperrlError(*exc.problems, *check_output_dir(opts.output_dir, opts)) from None
     if kw["dry_run"]:
         out = dry_run(plan)
         if kw["format"] == "json":
@@ -328,5 +336,5 @@ def _fail(exc: PaperrlError) -> None:
     if os.environ.get("PAPERRL_DEBUG") == "1":
         raise exc
     for problem in exc.problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print("error: " + " ".join(str(problem).split()), file=sys.stderr)  # one line per problem
     sys.exit(2)

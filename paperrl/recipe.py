@@ -177,7 +177,8 @@ def read_raw(path: Path) -> dict:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
-        raise PaperrlError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        raise PaperrlError(f"{path}: malformed YAML{line}: {problem}") from None
     except RecursionError:
         raise PaperrlError(f"{path}: malformed YAML: nested too deeply") from None
     if not isinstance(data, dict):

@@ -214,8 +214,8 @@ def _derive_batch(recipe, demo_mode, n, values, user_fields, put) -> dict:
         steps_per_rollout=pick(b.steps_per_rollout),
     )
     for name, value in vars(paper).items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise PaperrlError(f"batch.{name}: expected a positive integer, got {value!r}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**7):
+            raise PaperrlError(f"batch.{name}: expected a positive integer up to 10,000,000, got {value!r}")
     fixed = {k: values[k] for k in user_fields if k in values}
     cap = values.get("per_device_train_batch_size") or batchmod.DEFAULT_MICRO_BATCH
     derived = batchmod.derive(paper, n, fixed, cap)

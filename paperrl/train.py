@@ -33,16 +33,18 @@ def write_json_atomic(path: Path, obj) -> None:
     """Write then rename: an interruption never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.write_text(scrub(json.dumps(obj, indent=2, default=str)) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise PaperrlError(f"{path}: cannot write ({exc.strerror}); check the disk space and permissions") from None
+        raise PaperrlError(f"{path}: cannot write ({exc.strerror or exc}); check the disk space and "
+                           "permissions") from None
 
 
 def scrub(text: str) -> str:
-    """Remove the values of secret environment variables from text."""
-    for name in _SECRET_ENV:
+    """Remove the values of secret environment variables (tokens, API keys) from text."""
+    names = set(_SECRET_ENV) | {k for k in os.environ if k.endswith(("_TOKEN", "_API_KEY", "_SECRET"))}
+    for name in sorted(names):
         value = os.environ.get(name)
         if value and len(value) >= 6:
             text = text.replace(value, f"<{name}>")
@@ -58,9 +60,9 @@ def _last_checkpoint(out: Path) -> Path | None:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) if checkpoints else None
 
 
-def check_output_dir(plan: Plan) -> list[str]:
-    out = Path(plan.config["output_dir"])
-    opts = plan.options
+def check_output_dir(output_dir: str, opts) -> list[str]:
+    """Problems with the run directory for these options (--overwrite, --resume)."""
+    out = Path(output_dir)
     if opts.overwrite and opts.resume:
         return ["--overwrite and --resume: choose one (--resume continues the run, --overwrite replaces it)"]
     if out.exists() and not out.is_dir():
@@ -151,7 +153,8 @@ def _load_inputs(plan: Plan):
     """Dataset and rewards, checked together before any model is loaded."""
     from paperrl import rewards as rewardmod
 
-    problems = check_output_dir(plan) if not os.environ.get("PAPERRL_PLAN") and _rank() == 0 else []
+    problems = check_output_dir(plan.config["output_dir"], plan.options) \
+        if not os.environ.get("PAPERRL_PLAN") and _rank() == 0 else []
     problems += launch.missing_extras(plan.options)
     funcs, needs = [], {}
     if plan.kind.online and not plan.rewards:
