@@ -330,9 +330,11 @@ def _train(plan: Plan) -> int:
     if world > 1:
         print(f"paperrl: process {_rank()}/{world} trained {trainer.state.global_step} steps", file=sys.stderr)
     if main:
+        metrics.close()
         summary = _summary(plan, trainer, metrics.rows, out, status, elapsed, before, after)
+        summary["report"] = _write_report(out)
         write_json_atomic(out / "summary.json", summary)
-        _print_summary(summary)
+        _print_summary(summary, metrics.rows)
     if status == "interrupted":
         return 128 + stop.signal
     if status == "stopped":
@@ -372,9 +374,22 @@ def _summary(plan, trainer, rows, out, status, elapsed, before, after) -> dict:
     return summary
 
 
-def _print_summary(summary: dict) -> None:
+def _write_report(out: Path) -> str | None:
+    """report.png; a plotting problem must never fail a finished run."""
+    from paperrl import report
+
+    try:
+        return str(report.write_png([report.Run(out)], out / "report.png"))
+    except Exception as exc:  # noqa: BLE001
+        print(f"paperrl: report.png not written ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        return None
+
+
+def _print_summary(summary: dict, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from paperrl.report import sparklines
 
     table = Table(title=f"paperrl {summary['recipe']}: {summary['status']}", box=None, show_header=False)
     table.add_column("what", no_wrap=True)
@@ -386,8 +401,12 @@ def _print_summary(summary: dict) -> None:
     if "eval" in summary:
         e = summary["eval"]
         table.add_row(e["metric"], f"{e['before']:.3f} -> {e['after']:.3f} (before -> after)")
+    for key, line in sparklines(rows):
+        table.add_row(key, line)
     if summary["model_dir"]:
         table.add_row("model", summary["model_dir"])
+    if summary.get("report"):
+        table.add_row("report", summary["report"])
     if summary["status"] != "completed" and summary["checkpoint"]:
         table.add_row("resume", f"checkpoint {summary['checkpoint']}: rerun with --resume")
     Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)
