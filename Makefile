@@ -26,7 +26,7 @@ demo: setup
 	$(VENV)/bin/paperrl gspo
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: setup
 	$(PY) bench/run.py

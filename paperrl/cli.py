@@ -139,8 +139,8 @@ def _options(**kw):
         raise PaperrlError(f"--num-processes {kw['num_processes']}: expected an integer >= 1")
     if kw["vllm"] not in (None, "colocate", "server"):
         raise PaperrlError(f"--vllm {kw['vllm']}: accepted: colocate, server")
-    if kw["format"] not in ("table", "json", "yaml"):
-        raise PaperrlError(f"--format {kw['format']}: accepted: table, json, yaml")
+    if kw["format"] not in ("table", "json", "yaml", "python"):
+        raise PaperrlError(f"--format {kw['format']}: accepted: table, json, yaml, python")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # started by hand with `accelerate launch -m paperrl ...`: one process of `world`
         kw["num_processes"] = world
@@ -176,7 +176,11 @@ def _execute(recipe_ref: str, kw: dict) -> None:
             raise PaperrlError(*exc.problems, *check_output_dir(opts.output_dir, opts)) from None
     if kw["dry_run"]:
         out = dry_run(plan)
-        if kw["format"] == "json":
+        if kw["format"] == "python":
+            from paperrl.export import script
+
+            sys.stdout.write(script(plan))
+        elif kw["format"] == "json":
             sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         elif kw["format"] == "yaml":
             sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(out, default=str)), sort_keys=False))
@@ -238,7 +242,7 @@ def _recipe_options(fn):
         ("overwrite", bool, typer.Option(False, "--overwrite")),
         ("resume", bool, typer.Option(False, "--resume")),
         ("dry_run", bool, typer.Option(False, "--dry-run", help="print the resolved settings; load nothing")),
-        ("format", str, typer.Option("table", "--format", help="table, json or yaml (with --dry-run)")),
+        ("format", str, typer.Option("table", "--format", help="table, json, yaml, or python: a standalone plain-TRL script (with --dry-run)")),
     ]
     sig = inspect.signature(fn)
     extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, t, d in params]

@@ -371,6 +371,10 @@ def _summary(plan, trainer, rows, out, status, elapsed, before, after) -> dict:
     }
     if before is not None and after is not None:
         summary["eval"] = {"metric": before["metric"], "before": before["value"], "after": after["value"]}
+    import torch
+
+    if torch.cuda.is_available():
+        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     return summary
 
 

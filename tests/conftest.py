@@ -13,18 +13,46 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # two workers on two cores: no oversubscription
+
+# One embedded tiny model for every test process (built once, in seconds, offline; atomic, so workers may race).
+os.environ["PAPERRL_CACHE"] = os.environ.get("PAPERRL_TEST_CACHE") or str(ROOT / "build" / "test-cache")
+
+
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One embedded tiny model for the whole session (built in seconds, offline)."""
-    path = Path(os.environ.get("PAPERRL_TEST_CACHE") or tmp_path_factory.mktemp("paperrl-cache"))
-    os.environ["PAPERRL_CACHE"] = str(path)
+def cache_dir() -> Path:
+    path = Path(os.environ["PAPERRL_CACHE"])
     from paperrl import demo
 
     demo.ensure_model()
     return path
 
 
+def run_in_process(argv) -> subprocess.CompletedProcess:
+    """The CLI in this process: for dry runs, which load no model (a subprocess costs seconds of imports)."""
+    import contextlib
+    import io
+
+    from paperrl import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["paperrl", *map(str, argv)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600, input=None) -> subprocess.CompletedProcess:
+    if "--dry-run" in map(str, args) and cwd is None and env is None:
+        return run_in_process(args)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                 **(env or {})}
     full_env.pop("PAPERRL_DEBUG", None)

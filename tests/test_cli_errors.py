@@ -136,4 +136,4 @@ def test_bad_reward_spec(cli):
 
 
 def test_bad_format(cli):
-    assert_user_error(cli("gspo", "--dry-run", "--format", "xml"), "--format xml: accepted: table, json, yaml")
+    assert_user_error(cli("gspo", "--dry-run", "--format", "xml"), "--format xml: accepted: table, json, yaml, python")

@@ -6,8 +6,6 @@ a hang. The suite runs a bounded number of examples; `make fuzz` (bench/fuzz.sh)
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
 
@@ -16,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paperrl import cli
+from conftest import run_in_process as _run
 from paperrl import recipe as recipes
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
@@ -84,18 +82,8 @@ def mutated_recipe(draw):
 
 
 def run_in_process(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["paperrl", *map(str, argv)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = old
-    return code, out.getvalue(), err.getvalue()
+    result = _run(argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 def _assert_clean(code, stderr):
