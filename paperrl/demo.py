@@ -20,54 +20,31 @@ HELD_OUT = 120  # pairs never seen in warm-up or training
 
 _WHY = "embedded default: tiny model on 2 CPU cores"
 
-# Settings every demo run of a trainer kind uses (the recipe's `demo` values come on top).
+# Settings every demo run uses, then per trainer kind (the recipe's own `demo` values come on top).
+_COMMON = {
+    "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
+    "logging_steps": (1, _WHY),
+    "save_steps": (20, _WHY),
+    "seed": (SEED, _WHY),
+}
+_ONLINE = {  # generation: GRPO family and RLOO
+    **_COMMON,
+    "max_steps": (300, _WHY),
+    "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
+    "learning_rate": (3e-4, _WHY),
+    "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
+}
+_OFFLINE = {  # preference pairs and SFT
+    **_COMMON,
+    "max_steps": (40, _WHY),
+    "max_length": (16, "demo task: prompt and answer fit in 16 characters"),
+}
 DEMO_CONFIG = {
-    "grpo": {
-        "max_steps": (300, _WHY),
-        "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
-        "learning_rate": (3e-4, _WHY),
-        "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
-        "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-        "logging_steps": (1, _WHY),
-        "save_steps": (20, _WHY),
-        "temperature": (1.0, _WHY),
-        "seed": (SEED, _WHY),
-    },
-    "rloo": {
-        "max_steps": (300, _WHY),
-        "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
-        "learning_rate": (3e-4, _WHY),
-        "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
-        "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-        "logging_steps": (1, _WHY),
-        "save_steps": (20, _WHY),
-        "seed": (SEED, _WHY),
-    },
-    "dpo": {
-        "max_steps": (40, _WHY),
-        "max_length": (16, "demo task: prompt and answer fit in 16 characters"),
-        "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-        "logging_steps": (1, _WHY),
-        "save_steps": (20, _WHY),
-        "seed": (SEED, _WHY),
-    },
-    "cpo": {
-        "max_steps": (40, _WHY),
-        "max_length": (16, "demo task: prompt and answer fit in 16 characters"),
-        "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-        "logging_steps": (1, _WHY),
-        "save_steps": (20, _WHY),
-        "seed": (SEED, _WHY),
-    },
-    "sft": {
-        "max_steps": (40, _WHY),
-        "max_length": (16, "demo task: prompt and answer fit in 16 characters"),
-        "per_device_train_batch_size": (16, _WHY),
-        "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-        "logging_steps": (1, _WHY),
-        "save_steps": (20, _WHY),
-        "seed": (SEED, _WHY),
-    },
+    "grpo": {**_ONLINE, "temperature": (1.0, _WHY)},
+    "rloo": _ONLINE,
+    "dpo": _OFFLINE,
+    "cpo": _OFFLINE,
+    "sft": {**_OFFLINE, "per_device_train_batch_size": (16, _WHY)},
 }
 
 TASKS = {"grpo": "addition", "rloo": "addition", "dpo": "addition-preferences",

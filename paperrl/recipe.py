@@ -9,18 +9,16 @@ This module never imports TRL: field names and defaults come from `trl_fields`.
 from __future__ import annotations
 
 import re
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paperrl.catalog import RECIPE_DIR, available, locate, read_raw  # noqa: F401 (re-exported)
 from paperrl.errors import PaperrlError, Problems, closest
 from paperrl.trainers import KINDS
 from paperrl.trl_fields import config_fields, type_problem
 
-RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))
 
 
 class _Strict(BaseModel):
@@ -143,48 +141,6 @@ class Recipe(_Strict):
 
     def trl_fields(self) -> dict[str, tuple[object, str]]:
         return config_fields(self.kind.config_class)
-
-
-# ---------------------------------------------------------------- discovery
-
-
-def available() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))}
-
-
-def locate(name_or_path: str) -> Path:
-    recipes = available()
-    if name_or_path in recipes:
-        return recipes[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise PaperrlError(f"{name_or_path}: no such recipe file")
-        return path
-    raise PaperrlError(
-        f"unknown recipe '{name_or_path}'{closest(name_or_path, recipes)}; "
-        f"accepted: {', '.join(recipes)} or a path to a .yaml recipe file"
-    )
-
-
-def read_raw(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PaperrlError(f"{path}: cannot read recipe file ({exc.__class__.__name__}: {exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
-        raise PaperrlError(f"{path}: malformed YAML{line}: {problem}") from None
-    except RecursionError:
-        raise PaperrlError(f"{path}: malformed YAML: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise PaperrlError(f"{path}: a recipe file must be a YAML mapping (name, trainer, config, ...), "
-                           f"got {type(data).__name__}")
-    return data
 
 
 # ---------------------------------------------------------------- --set

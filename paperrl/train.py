@@ -379,14 +379,20 @@ def _summary(plan, trainer, rows, out, status, elapsed, before, after) -> dict:
 
 
 def _write_report(out: Path) -> str | None:
-    """report.png; a plotting problem must never fail a finished run."""
-    from paperrl import report
+    """report.png, drawn in a child process: matplotlib never adds to the run's memory, and a
+    plotting problem never fails a finished run."""
+    import subprocess
 
+    target = out / "report.png"
     try:
-        return str(report.write_png([report.Run(out)], out / "report.png"))
-    except Exception as exc:  # noqa: BLE001
-        print(f"paperrl: report.png not written ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        done = subprocess.run([sys.executable, "-m", "paperrl", "report", str(out), "--out", str(target)],
+                              capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = subprocess.CompletedProcess([], 1, "", str(exc))
+    if done.returncode != 0 or not target.exists():
+        print(f"paperrl: report.png not written ({done.stderr.strip()[-300:]})", file=sys.stderr)
         return None
+    return str(target)
 
 
 def _print_summary(summary: dict, rows: list[dict]) -> None:

@@ -1,0 +1,52 @@
+"""The shipped recipes: discovery and reading, with nothing heavier than YAML (the CLI's fast paths)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from paperrl.errors import PaperrlError, closest
+
+RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: several times faster
+
+
+def available() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))}
+
+
+def locate(name_or_path: str) -> Path:
+    recipes = available()
+    if name_or_path in recipes:
+        return recipes[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise PaperrlError(f"{name_or_path}: no such recipe file")
+        return path
+    raise PaperrlError(
+        f"unknown recipe '{name_or_path}'{closest(name_or_path, recipes)}; "
+        f"accepted: {', '.join(recipes)} or a path to a .yaml recipe file"
+    )
+
+
+def read_raw(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PaperrlError(f"{path}: cannot read recipe file ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        raise PaperrlError(f"{path}: malformed YAML{line}: {problem}") from None
+    except RecursionError:
+        raise PaperrlError(f"{path}: malformed YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise PaperrlError(f"{path}: a recipe file must be a YAML mapping (name, trainer, config, ...), "
+                           f"got {type(data).__name__}")
+    return data
