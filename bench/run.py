@@ -73,7 +73,7 @@ def startup(lines, tmp):  # noqa: ARG001
 
 
 def dry_run(lines, tmp):
-    reps = 3 if QUICK else 5
+    reps = 3
     floor = ("import trl\nfrom trl import GRPOConfig\n"
              "GRPOConfig(output_dir='/tmp/x', bf16=False, use_cpu=True, importance_sampling_level='sequence', "
              "loss_type='grpo', epsilon=3e-4, epsilon_high=4e-4, beta=0.0, steps_per_generation=4)")
@@ -101,9 +101,9 @@ def _train_runtime(cmd, out: Path, is_script: bool) -> tuple[float, int]:
 
 
 def training(lines, tmp: Path):
-    reps = 1 if QUICK else 3
-    recipes = {"gspo": ([], 20, 140), "dapo": (["--set", "dynamic_sampling.enabled=false"], 20, 140),
-               "dpo": ([], 20, 300), "bema": ([], 20, 300)}
+    reps = 1 if QUICK else 2
+    recipes = {"gspo": ([], 20, 120), "dapo": (["--set", "dynamic_sampling.enabled=false"], 20, 120),
+               "dpo": ([], 20, 200), "bema": ([], 20, 200)}
     lines += ["## 3. Training on the embedded default: paperrl against the exported plain-TRL script "
               "(goal: within 2%)", "",
               "Per-step time = (train_runtime(long) - train_runtime(short)) / (long - short), TRL's own "

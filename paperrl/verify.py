@@ -33,6 +33,7 @@ class Check:
     tolerance: float
     status: str = ""
     note: str = ""
+    relative: float = 0.0  # max |diff| / max |paper's value|
 
     def __post_init__(self):
         if not self.status:
@@ -169,8 +170,8 @@ def _grads(model, loss) -> torch.Tensor:
 
 def _compare(name, equation, ours: torch.Tensor, theirs: torch.Tensor, rel=1e-4, note="") -> Check:
     diff = (ours.detach().float() - theirs.detach().float()).abs().max().item() if ours.numel() else 0.0
-    tol = 1e-6 + rel * max(ours.detach().abs().max().item(), 1e-6)
-    return Check(name, equation, diff, tol, note=note)
+    scale = max(ours.detach().abs().max().item(), 1e-6)
+    return Check(name, equation, diff, 1e-6 + rel * scale, note=note, relative=diff / scale)
 
 
 class _TableReward:
@@ -326,12 +327,18 @@ def verify_rloo(recipe_name: str, sets: list[str]) -> list[Check]:
     grad_off = _grads(model, trainer._compute_loss(model, {**inputs, "old_logps": shifted}))
     weights = torch.exp((logps.detach() * mask).sum(-1) - shifted)
     ours_off = _grads(model, -(inputs["advantages"] * weights * (ref_token_logps(model, *args) * mask).sum(-1)).mean())
-    dev = _compare("REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)",
-                   plan.recipe.objective.ratio.source, ours_off, grad_off)
+    eq = plan.recipe.objective.ratio.source
+    checks.append(_compare("REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)", eq,
+                           ours_off, grad_off))
+    low, high = trainer.epsilon_low, trainer.epsilon_high
+    trainer.epsilon_low = trainer.epsilon_high = 0.2  # TRL's default clip range
+    grad_default = _grads(model, trainer._compute_loss(model, {**inputs, "old_logps": shifted}))
+    trainer.epsilon_low, trainer.epsilon_high = low, high
+    dev = _compare("TRL's default RLOO clip (epsilon 0.2), without the recipe's setting", eq, ours_off, grad_default)
     if dev.status == "FAIL":
         dev.status = "KNOWN DEVIATION"
-        dev.note = ("TRL's RLOO clips the sequence ratio at 1 +/- epsilon (PPO); the paper's REINFORCE does not. "
-                    "Identical on-policy (row above); differs on the second mini-batch of a rollout")
+        dev.note = ("TRL clips RLOO's sequence ratio at 1 +/- 0.2 (PPO); the paper's REINFORCE does not. Identical "
+                    "on-policy; differs on the second mini-batch of a rollout. The recipe sets epsilon beyond reach")
     checks.append(dev)
     return checks
 
@@ -458,10 +465,10 @@ def _print(results):
     console = Console(width=None if sys.stdout.isatty() else 180)
     for name, checks in results.items():
         table = Table(title=f"paperrl verify {name}", show_lines=False)
-        for col in ("check", "paper", "max |diff|", "tolerance", "result"):
+        for col in ("check", "paper", "max |diff|", "relative", "tolerance", "result"):
             table.add_column(col, overflow="fold")
         for c in checks:
             colour = {"PASS": "green", "FAIL": "red"}.get(c.status, "yellow")
             table.add_row(c.check + (f"\n[dim]{c.note}[/dim]" if c.note else ""), c.equation, f"{c.max_abs_diff:.3g}",
-                          f"{c.tolerance:.3g}", f"[{colour}]{c.status}[/{colour}]")
+                          f"{c.relative:.1%}", f"{c.tolerance:.3g}", f"[{colour}]{c.status}[/{colour}]")
         console.print(table)

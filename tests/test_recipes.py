@@ -105,6 +105,7 @@ def test_rloo_paper_values():
     out = dry("rloo", "--model", "m", "--reward", "tests.rewards_for_tests:length_reward")
     c = out["config"]
     assert (c["num_generations"], c["beta"], c["learning_rate"]) == (2, 0.03, 1e-6)
+    assert c["epsilon"] >= 1e6  # REINFORCE: no clipping
     assert out["batch"]["completions_per_step"] == 512 and out["batch"]["steps_per_rollout"] == 2
 
 

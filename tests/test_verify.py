@@ -81,8 +81,8 @@ def test_verify_all_passes(cli):
     statuses = {(name, c["check"]): c["status"] for name, checks in report.items() for c in checks}
     assert "FAIL" not in statuses.values()
     # what TRL knowingly does differently is reported, with its size, not passed silently
-    assert statuses[("rloo", "REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)")] \
-        == "KNOWN DEVIATION"
+    assert statuses[("rloo", "REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)")] == "PASS"
+    assert statuses[("rloo", "TRL's default RLOO clip (epsilon 0.2), without the recipe's setting")] == "KNOWN DEVIATION"
     dev = next(c for c in report["dapo"] if c["status"] == "KNOWN DEVIATION")
     assert dev["max_abs_diff"] > dev["tolerance"] and "normaliser" in dev["check"]
 
@@ -94,6 +94,7 @@ def test_verify_all_passes(cli):
     ("lite-ppo", "scale_rewards=group", "advantage"),
     ("alphapo", "alpha=0", "preference loss"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
+    ("rloo", "epsilon=0.2", "REINFORCE gradient, off-policy"),
 ])
 def test_mutations_fail_the_check_they_break(cache_dir, recipe, mutation, broken):
     checks = v.verify(recipe, [mutation])
