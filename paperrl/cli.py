@@ -205,10 +205,13 @@ def _print_plan(out: dict) -> None:
               f"trainer {out['trainer']}\nmodel: {out['model']}\ndataset: {out['dataset']}")
     table = Table("field", "value", "origin", "source", box=None)
     for name, how in out["origin"].items():
-        value = out["config"].get(name, "(see below)") if not name.startswith("dynamic_sampling.") else \
-            out["dynamic_sampling"][name.split(".", 1)[1]]
-        table.add_row(name, repr(value) if how != "trl-default" else repr(out["config"].get(name)), how,
-                      out["sources"].get(name, ""))
+        if name.startswith("dynamic_sampling."):
+            value = repr(out["dynamic_sampling"][name.split(".", 1)[1]])
+        elif name in out["config"]:
+            value = repr(out["config"][name])
+        else:  # a paperrl mechanism: its value leads its source
+            value = ""
+        table.add_row(name, value, how, out["sources"].get(name, ""))
     con.print(table)
     for r in out["rewards"]:
         con.print(f"reward: {r['name']} {r['args'] or ''} weight {r['weight']}")

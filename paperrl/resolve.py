@@ -12,6 +12,7 @@ from pathlib import Path
 from paperrl import batch as batchmod
 from paperrl import demo
 from paperrl.errors import PaperrlError, closest
+from paperrl.launch import launch_command
 from paperrl.recipe import Named, Recipe, reward_name
 
 
@@ -79,7 +80,8 @@ def _substitute(value, config: dict, defaults: dict):
     return value
 
 
-def _named(items: list[Named], demo_mode: bool, config: dict, defaults: dict, user: set, section: str):
+def _named(items: list[Named], demo_mode: bool, config: dict, defaults: dict):
+    """Reward functions or callbacks with their arguments for this mode, `${field}` resolved."""
     out = []
     for item in items:
         args = {}
@@ -155,31 +157,17 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
     if recipe.kind.online:
         specs = list(recipe.demo.rewards if demo_mode and recipe.demo.rewards is not None else recipe.rewards)
         specs += [parse_reward_option(r) for r in opts.rewards]
-        rewards = _named(specs, demo_mode, values, fields, recipe.user_set, "rewards")
+        rewards = _named(specs, demo_mode, values, fields)
         names = [reward_name(r["name"]) for r in rewards]
         if len(set(names)) != len(names):
             raise PaperrlError(f"rewards: two reward functions share a name ({', '.join(names)}); each must be unique")
         if any(r["weight"] != 1.0 for r in rewards):
             put("reward_weights", [r["weight"] for r in rewards], "derived", "reward weights of the recipe/--reward")
-    callbacks = _named(recipe.callbacks, demo_mode, values, fields, recipe.user_set, "callbacks")
-
-    ds = None
-    if recipe.dynamic_sampling is not None:
-        picked = {k: getattr(recipe.dynamic_sampling, k).pick(demo_mode)[0]
-                  for k in type(recipe.dynamic_sampling).model_fields}
-        if picked["enabled"]:
-            ds = picked
-            for k, v in picked.items():
-                entry = getattr(recipe.dynamic_sampling, k)
-                path = f"dynamic_sampling.{k}"
-                how = "user" if path in recipe.user_set else entry.pick(demo_mode)[1]
-                origin[path], sources[path] = how, entry.source
-            names = ["reward"] + [reward_name(r["name"]) for r in rewards]
-            if ds["metric"] not in names:
-                where = "--set dynamic_sampling.metric" if "dynamic_sampling.metric" in recipe.user_set else \
-                    f"{recipe.name}: dynamic_sampling.metric"
-                raise PaperrlError(f"{where}: {ds['metric']!r} names no reward function of this run"
-                                   f"{closest(str(ds['metric']), names)}; accepted: {', '.join(names)}")
+    callbacks = _named(recipe.callbacks, demo_mode, values, fields)
+    ds = _dynamic_sampling(recipe, demo_mode, rewards, origin, sources)
+    if recipe.exact_token_normaliser is not None:
+        origin["exact_token_normaliser"] = "user" if "exact_token_normaliser" in recipe.user_set else "paper"
+        sources["exact_token_normaliser"] = f"{recipe.exact_token_normaliser.value}: {recipe.exact_token_normaliser.source}"
 
     model = opts.model or str(demo.model_dir())
     if opts.dataset:
@@ -189,8 +177,7 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
     else:
         dataset = recipe.dataset.name if recipe.dataset else None
 
-    argv = [a for a in sys.argv[1:]] if sys.argv and Path(sys.argv[0]).name in ("paperrl", "__main__.py") else []
-    from paperrl.launch import launch_command  # local: launch imports resolve's Options
+    argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name in ("paperrl", "__main__.py") else []
 
     return Plan(
         recipe=recipe, options=opts, demo_mode=demo_mode, model=model, dataset=dataset,
@@ -199,6 +186,26 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         launch={"num_processes": opts.num_processes,
                 "command": shlex.join(launch_command(opts, argv or ["<recipe>"]))},
     )
+
+
+def _dynamic_sampling(recipe, demo_mode, rewards, origin, sources) -> dict | None:
+    """DAPO dynamic sampling's settings for this run, or None when it is off."""
+    section = recipe.dynamic_sampling
+    if section is None or not section.enabled.pick(demo_mode)[0]:
+        return None
+    settings = {}
+    for name in type(section).model_fields:
+        entry = getattr(section, name)
+        settings[name], how = entry.pick(demo_mode)
+        path = f"dynamic_sampling.{name}"
+        origin[path], sources[path] = ("user" if path in recipe.user_set else how), entry.source
+    names = ["reward"] + [reward_name(r["name"]) for r in rewards]
+    if settings["metric"] not in names:
+        where = "--set dynamic_sampling.metric" if "dynamic_sampling.metric" in recipe.user_set else \
+            f"{recipe.name}: dynamic_sampling.metric"
+        raise PaperrlError(f"{where}: {settings['metric']!r} names no reward function of this run"
+                           f"{closest(str(settings['metric']), names)}; accepted: {', '.join(names)}")
+    return settings
 
 
 def _derive_batch(recipe, demo_mode, n, values, user_fields, put) -> dict:
