@@ -322,8 +322,10 @@ def _fast_path(argv: list[str]) -> bool:
     fn, arity = commands[argv[0]]
     if len(argv) - 1 != arity:
         return False
-    args = argv[1:] if fn is not cp else [argv[1], Path(argv[2])]
-    fn(*args)
+    if fn is cp:
+        cp(argv[1], Path(argv[2]), overwrite=False)  # typer's Option default would be truthy here
+    else:
+        fn(*argv[1:])
     return True
 
 
