@@ -125,3 +125,12 @@ def drop_long_prompts(data, tokenizer, max_tokens: int | None):
         return len(tokenizer(text)["input_ids"]) <= max_tokens
 
     return data.filter(short, input_columns="prompt")
+
+
+def as_chat(data, tokenizer, use_chat_template: bool):
+    """Plain-text prompts become a user turn where the model has a chat template (TRL then applies it)."""
+    if not use_chat_template or not getattr(tokenizer, "chat_template", None) or "prompt" not in data.column_names:
+        return data
+    if not isinstance(data[0]["prompt"], str):
+        return data  # already conversational
+    return data.map(lambda p: {"prompt": [{"role": "user", "content": p}]}, input_columns="prompt")

@@ -118,6 +118,7 @@ def script(plan: Plan) -> str:
         trainer_expr = f"with_exact_token_normaliser({trainer_expr})"
     parts.append("# data\n" + _data(plan))
     reward_arg = f"\n        reward_funcs={reward_list}," if plan.kind.online else ""
+    chat = plan.recipe.chat_template is None or bool(plan.recipe.chat_template.value)
     parts.append(textwrap.dedent(f'''\
         def main():
             args = {config_class}(**CONFIG)
@@ -127,8 +128,11 @@ def script(plan: Plan) -> str:
             tokenizer = AutoTokenizer.from_pretrained(MODEL)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
+            data = train_dataset
+            if {chat} and getattr(tokenizer, "chat_template", None) and isinstance(data[0].get("prompt"), str):
+                data = data.map(lambda p: {{"prompt": [{{"role": "user", "content": p}}]}}, input_columns="prompt")
             trainer = ({trainer_expr})(
-                model=MODEL, args=args, train_dataset=train_dataset, processing_class=tokenizer,{reward_arg}
+                model=MODEL, args=args, train_dataset=data, processing_class=tokenizer,{reward_arg}
                 callbacks={callbacks},
             )
             trainer.train()

@@ -129,6 +129,7 @@ class Recipe(_Strict):
     callbacks: list[Named] = []
     dynamic_sampling: DynamicSampling | None = None
     exact_token_normaliser: Sourced | None = None  # divide by the mini-batch's own token count
+    chat_template: Sourced | None = None  # false: raw-text prompts even where the model has a chat template
     objective: Objective = Objective()
     demo: Demo
     # paths set from the command line ("config.beta", "dynamic_sampling.max_rounds"); not in files
@@ -165,7 +166,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def _settable_paths(raw: dict, trl_fields) -> list[str]:
-    paths = list(trl_fields) + ["exact_token_normaliser"]
+    paths = list(trl_fields) + ["exact_token_normaliser", "chat_template"]
     for section in ("batch", "dynamic_sampling"):
         model = Batch if section == "batch" else DynamicSampling
         paths += [f"{section}.{f}" for f in model.model_fields]
@@ -207,7 +208,7 @@ def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
             raw[head] = section
             _set_leaf(section, rest, value)
             user.add(name)
-        elif name == "exact_token_normaliser":
+        elif name in ("exact_token_normaliser", "chat_template"):
             _set_leaf(raw, name, value)
             user.add(name)
         elif head in ("rewards", "callbacks") and "." in rest:

@@ -108,3 +108,32 @@ def test_lora_trains_and_saves_an_adapter(cli, tmp_path):
     result = cli("dpo", "--max-steps", "2", "--lora-r", "4", "--output-dir", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "model" / "adapter_config.json").exists()
+
+
+def _model_with_chat_template(tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    target = tmp_path / "chat-model"
+    shutil.copytree(demo.model_dir(), target)
+    tok = AutoTokenizer.from_pretrained(target)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(target)
+    return target
+
+
+@pytest.mark.parametrize("recipe,conversational", [("gspo", True), ("dr-grpo", False)])
+def test_chat_template_where_the_model_has_one(cache_dir, tmp_path, recipe, conversational):
+    from paperrl import data as datamod, recipe as recipes, rewards
+    from paperrl.resolve import Options, resolve
+    from paperrl.train import build_trainer
+
+    data = _write(tmp_path / "train.jsonl", _rows(), "jsonl")
+    plan = resolve(recipes.load(recipe, ["max_completion_length=4", "num_generations=4", "per_device_train_batch_size=8"]),
+                   Options(model=str(_model_with_chat_template(tmp_path)), dataset=str(data), output_dir="/tmp/x",
+                           columns=["prompt=question", "solution=answer"]))
+    funcs, _ = rewards.build(plan.rewards)
+    trainer = build_trainer(plan, datamod.load(plan), funcs)
+    prompt = trainer.train_dataset[0]["prompt"]
+    assert isinstance(prompt, list) == conversational  # Dr. GRPO keeps raw text, as the paper does
