@@ -351,6 +351,9 @@ def load(name_or_path: str, sets: list[str] = ()) -> Recipe:
     if trainer not in KINDS:
         raise PaperrlError(f"{where}: trainer: {'missing' if trainer is None else repr(trainer)}"
                            f"{closest(trainer, KINDS) if trainer else ''}; accepted: {', '.join(KINDS)}")
+    internal = [k for k in ("user_set", "file") if k in raw]  # set by paperrl, never by a recipe file
+    if internal:
+        raise PaperrlError(*(f"{where}: {k}: unknown key" for k in internal))
     user = apply_sets(raw, [parse_set(s) for s in sets], config_fields(KINDS[trainer].config_class))
     try:
         recipe = Recipe.model_validate(raw)

@@ -19,7 +19,7 @@ from pathlib import Path
 from paperrl import data as datamod
 from paperrl import demo, launch
 from paperrl.errors import PaperrlError
-from paperrl.resolve import Plan, dry_run
+from paperrl.resolve import Plan, build_config, dry_run
 
 _SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY",
                "GITHUB_TOKEN")
@@ -201,7 +201,7 @@ def _callbacks(plan: Plan):
 def build_trainer(plan: Plan, dataset, reward_funcs, extra_callbacks=()):
     from transformers import AutoTokenizer
 
-    config = _build_config_quietly(plan)
+    config = build_config(plan)
     tokenizer = AutoTokenizer.from_pretrained(plan.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -243,12 +243,6 @@ def _quiet_progress(trainer) -> None:
     trainer.pop_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(Progress())
-
-
-def _build_config_quietly(plan: Plan):
-    from paperrl.resolve import build_config
-
-    return build_config(plan)
 
 
 # ---------------------------------------------------------------- the run
