@@ -6,6 +6,7 @@ problems are found before any model is loaded, and reported with the columns tha
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from paperrl import demo
@@ -35,14 +36,18 @@ def _load_local(path: Path, split: str):
 
 
 def load(plan, split: str | None = None):
-    """The training dataset of a plan, with columns mapped and filters applied."""
+    """The training dataset of a plan, with columns mapped and the paper's filters and prompt template applied.
+
+    The recipe's column mapping and row filters apply wherever the dataset has the paper's columns: the
+    paper's hub dataset, or a downloaded copy of it given as a local file."""
     if plan.dataset is None:
         raise PaperrlError(f"{plan.recipe.name}: the paper names no public dataset; pass --dataset "
                            "(a hub id or a local .jsonl/.json/.parquet/.csv file)")
     if plan.dataset.startswith("demo:"):
         return demo.dataset(plan.recipe.trainer, "train")
-    recipe_ds = plan.recipe.dataset if plan.recipe.dataset and plan.recipe.dataset.name == plan.dataset else None
-    split = plan.options.split or split or (recipe_ds.split if recipe_ds else "train")
+    recipe_ds = plan.recipe.dataset
+    named = recipe_ds is not None and recipe_ds.name == plan.dataset
+    split = plan.options.split or split or (recipe_ds.split if named else "train")
     path = Path(plan.dataset)
     try:
         if path.exists() or path.suffix in _FORMATS:
@@ -52,25 +57,60 @@ def load(plan, split: str | None = None):
         else:
             from datasets import load_dataset
 
-            subset = plan.options.subset or (recipe_ds.subset if recipe_ds else None)
+            subset = plan.options.subset or (recipe_ds.subset if named else None)
             data = load_dataset(plan.dataset, subset, split=split)
     except PaperrlError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken file or an unreachable hub is a user-facing problem
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise PaperrlError(f"--dataset {plan.dataset}: cannot load ({exc.__class__.__name__}: {first[:300]})") from None
-    mapping = dict(recipe_ds.columns) if recipe_ds else {}
+    user = {}
     for item in plan.options.columns:
         name, sep, column = item.partition("=")
         if not sep or not name or not column:
             raise PaperrlError(f"--column {item}: expected NAME=COLUMN, e.g. --column prompt=question")
-        mapping[name] = column
-    data = _map_columns(data, mapping, plan.dataset)
-    if recipe_ds and recipe_ds.where:
+        user[name] = column
+    notes = []
+    mapping = {}
+    if recipe_ds:
+        mapping = {name: column for name, column in recipe_ds.columns.items()
+                   if name not in user and (named or column.split(".")[0] in data.column_names)}
+        notes += [f"{name} <- {column}" for name, column in mapping.items() if name != column]
+    data = _map_columns(data, {**mapping, **user}, plan.dataset)
+    if recipe_ds:
         for column, allowed in recipe_ds.where.items():
             if column in data.column_names:
+                before = len(data)
                 data = data.filter(lambda value, allowed=set(allowed): value in allowed, input_columns=column)
+                notes.append(f"kept {len(data)} of {before} rows with {column} in {allowed}")
+        if recipe_ds.prompt_until and "prompt" not in data.column_names and {"chosen", "rejected"} <= set(data.column_names) \
+                and isinstance(data[0]["chosen"], str):
+            data = data.map(_split_prompt, fn_kwargs={"marker": recipe_ds.prompt_until})
+            notes.append(f"prompt = chosen up to its last {recipe_ds.prompt_until!r}")
+    template = plan.recipe.prompt_template
+    if template is not None and template.value and "prompt" in data.column_names:
+        if not isinstance(data[0]["prompt"], str):
+            raise PaperrlError(f"--dataset {plan.dataset}: the recipe's prompt template wraps plain-text prompts; "
+                               "the prompt column holds messages (set --set prompt_template=null to send them as they are)")
+        data = data.map(lambda p: {"prompt": template.value.replace("{prompt}", p)}, input_columns="prompt")
+        notes.append("prompts wrapped in the recipe's prompt template")
+    _note(plan, notes)
     return data
+
+
+def _note(plan, notes: list[str]) -> None:
+    """What paperrl did to the user's data, said once in the run's log."""
+    from paperrl.launch import in_distributed_worker
+
+    if notes and not in_distributed_worker():
+        print(f"paperrl: dataset {plan.dataset}: " + "; ".join(notes) + f" ({plan.recipe.name} recipe)", file=sys.stderr)
+
+
+def _split_prompt(row, marker: str):
+    """Anthropic HH's transcripts: the prompt is the text up to and including the last `marker`."""
+    cut = row["chosen"].rfind(marker) + len(marker)
+    prompt = row["chosen"][:cut]
+    return {"prompt": prompt, "chosen": row["chosen"][cut:], "rejected": row["rejected"][len(prompt):]}
 
 
 def _map_columns(data, mapping: dict, where: str):
@@ -115,8 +155,19 @@ def check_columns(data, kind, reward_needs: dict, where: str) -> list[str]:
     return problems
 
 
+def prepare(data, plan, tokenizer):
+    """The last steps that need the model's tokenizer: the paper's prompt cap, then the chat format."""
+    recipe_ds = plan.recipe.dataset
+    if recipe_ds and recipe_ds.max_prompt_tokens and not plan.dataset.startswith("demo:"):
+        before = len(data)
+        data = drop_long_prompts(data, tokenizer, recipe_ds.max_prompt_tokens)
+        _note(plan, [f"dropped {before - len(data)} of {before} rows with prompts over {recipe_ds.max_prompt_tokens} tokens"])
+    chat = plan.recipe.chat_template
+    return as_chat(data, tokenizer, chat is None or bool(chat.value))
+
+
 def drop_long_prompts(data, tokenizer, max_tokens: int | None):
-    """Dr. GRPO caps prompts at 1024 tokens; TRL has no prompt cap any more, so filter the data."""
+    """Prompts longer than the paper's cap are dropped (TRL has no prompt cap any more)."""
     if not max_tokens or "prompt" not in data.column_names:
         return data
 
@@ -127,10 +178,21 @@ def drop_long_prompts(data, tokenizer, max_tokens: int | None):
     return data.filter(short, input_columns="prompt")
 
 
+_ANSWERS = ("chosen", "rejected", "completion")
+
+
 def as_chat(data, tokenizer, use_chat_template: bool):
-    """Plain-text prompts become a user turn where the model has a chat template (TRL then applies it)."""
+    """Plain-text rows become turns where the model has a chat template (TRL then applies it): the prompt a
+    user turn, chosen/rejected/completion assistant turns. Rows whose answers already hold the whole
+    conversation are left to TRL, which takes the prompt out of them itself."""
     if not use_chat_template or not getattr(tokenizer, "chat_template", None) or "prompt" not in data.column_names:
         return data
-    if not isinstance(data[0]["prompt"], str):
-        return data  # already conversational
-    return data.map(lambda p: {"prompt": [{"role": "user", "content": p}]}, input_columns="prompt")
+    answers = [c for c in _ANSWERS if c in data.column_names]
+    if not isinstance(data[0]["prompt"], str) or any(not isinstance(data[0][c], str) for c in answers):
+        return data
+
+    def turns(row):
+        return {"prompt": [{"role": "user", "content": row["prompt"]}],
+                **{c: [{"role": "assistant", "content": row[c]}] for c in answers}}
+
+    return data.map(turns)

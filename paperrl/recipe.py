@@ -29,13 +29,17 @@ class Sourced(_Strict):
     value: Any = None
     source: str
     demo: Any = None
+    # where `value` comes from: the paper's text, the authors' released code or configs, TRL's Paper
+    # Index (not confirmed in the paper), another implementation such as verl, or paperrl's own choice
+    origin: Literal["paper", "authors", "trl-index", "peer", "paperrl"] = "paper"
+    authors: Any = None  # the authors' code's value, where it differs from the paper's (shown beside it)
 
     def pick(self, demo_mode: bool):
-        """(value, 'paper'|'demo'|'trl-default') for this mode."""
+        """(value, origin|'demo'|'trl-default') for this mode."""
         if demo_mode and "demo" in self.model_fields_set:
             return self.demo, "demo"
         if "value" in self.model_fields_set:
-            return self.value, "paper"
+            return self.value, self.origin
         return None, "trl-default"
 
 
@@ -106,6 +110,7 @@ class Dataset(_Strict):
     columns: dict[str, str] = {}  # paperrl name <- dataset column (dots reach into nested columns)
     where: dict[str, list] = {}  # keep rows whose column value is in the list
     max_prompt_tokens: int | None = None  # drop longer prompts (TRL has no prompt cap any more)
+    prompt_until: str | None = None  # no prompt column: the prompt is `chosen` up to its last such marker
     source: str
 
 
@@ -130,6 +135,7 @@ class Recipe(_Strict):
     dynamic_sampling: DynamicSampling | None = None
     exact_token_normaliser: Sourced | None = None  # divide by the mini-batch's own token count
     chat_template: Sourced | None = None  # false: raw-text prompts even where the model has a chat template
+    prompt_template: Sourced | None = None  # raw text around each prompt, "{prompt}" marks where it goes
     objective: Objective = Objective()
     demo: Demo
     # paths set from the command line ("config.beta", "dynamic_sampling.max_rounds"); not in files
@@ -166,7 +172,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def _settable_paths(raw: dict, trl_fields) -> list[str]:
-    paths = list(trl_fields) + ["exact_token_normaliser", "chat_template"]
+    paths = list(trl_fields) + ["exact_token_normaliser", "chat_template", "prompt_template"]
     for section in ("batch", "dynamic_sampling"):
         model = Batch if section == "batch" else DynamicSampling
         paths += [f"{section}.{f}" for f in model.model_fields]
@@ -208,7 +214,7 @@ def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
             raw[head] = section
             _set_leaf(section, rest, value)
             user.add(name)
-        elif name in ("exact_token_normaliser", "chat_template"):
+        elif name in ("exact_token_normaliser", "chat_template", "prompt_template"):
             _set_leaf(raw, name, value)
             user.add(name)
         elif head in ("rewards", "callbacks") and "." in rest:
@@ -238,9 +244,9 @@ def _dynamic_sampling_defaults() -> dict:
     return {
         "enabled": {"value": False, "source": src},
         "metric": {"value": "reward", "source": src},
-        "oversample": {"value": 1.0, "source": src},
-        "max_rounds": {"value": 10, "source": "verl algorithm.filter_groups.max_num_gen_batches"},
-        "on_exhausted": {"value": "train", "source": "paperrl: train on the kept groups and warn"},
+        "oversample": {"value": 1.0, "source": "paperrl: the prompts still missing, once", "origin": "paperrl"},
+        "max_rounds": {"value": 10, "source": "verl algorithm.filter_groups.max_num_gen_batches", "origin": "peer"},
+        "on_exhausted": {"value": "train", "source": "paperrl: train on the kept groups and warn", "origin": "paperrl"},
     }
 
 

@@ -92,6 +92,25 @@ def _named(items: list[Named], demo_mode: bool, config: dict, defaults: dict):
     return out
 
 
+# Values that change a run most; a recipe that states none for one of them shows it as a gap.
+_MATTERS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "max_completion_length",
+            "max_length")
+GAP = "gap: the recipe states no source for this value; TRL's default is used"
+
+
+def gaps(recipe: Recipe) -> list[str]:
+    """Fields that matter for a run which the recipe leaves to TRL's default without a word."""
+    fields = recipe.trl_fields()
+    return [name for name in _MATTERS if name in fields and name not in recipe.config]
+
+
+def source_text(entry) -> str:
+    """A value's source, with the authors' code's value beside it where that differs."""
+    if entry.authors is None:
+        return entry.source
+    return f"{entry.source} [authors' code: {entry.authors!r}]"
+
+
 def parse_reward_option(spec: str) -> Named:
     """--reward module:function[=WEIGHT] or path/to/file.py:function[=WEIGHT]."""
     name, _, weight = spec.partition("=")
@@ -128,9 +147,13 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         if name in user_fields:
             put(name, entry.value, "user", "--set")
         elif how == "trl-default":
-            origin[name], sources[name] = how, entry.source
+            if name not in values:  # else the embedded default's demo value stands
+                origin[name], sources[name] = how, entry.source
         else:
-            put(name, value, how, entry.source)
+            put(name, value, how, source_text(entry))
+    for name in gaps(recipe):
+        if name not in origin:
+            origin[name], sources[name] = "trl-default", GAP
 
     if opts.max_steps is not None:
         put("max_steps", opts.max_steps, "user", "--max-steps")
@@ -165,9 +188,12 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
             put("reward_weights", [r["weight"] for r in rewards], "derived", "reward weights of the recipe/--reward")
     callbacks = _named(recipe.callbacks, demo_mode, values, fields)
     ds = _dynamic_sampling(recipe, demo_mode, rewards, origin, sources)
-    if recipe.exact_token_normaliser is not None:
-        origin["exact_token_normaliser"] = "user" if "exact_token_normaliser" in recipe.user_set else "paper"
-        sources["exact_token_normaliser"] = f"{recipe.exact_token_normaliser.value}: {recipe.exact_token_normaliser.source}"
+    for name in ("exact_token_normaliser", "prompt_template"):
+        entry = getattr(recipe, name)
+        if entry is not None:
+            value, how = entry.pick(demo_mode)
+            origin[name] = "user" if name in recipe.user_set else how
+            sources[name] = f"{value!r}: {source_text(entry)}"
 
     model = opts.model or str(demo.model_dir())
     if opts.dataset:
@@ -198,7 +224,7 @@ def _dynamic_sampling(recipe, demo_mode, rewards, origin, sources) -> dict | Non
         entry = getattr(section, name)
         settings[name], how = entry.pick(demo_mode)
         path = f"dynamic_sampling.{name}"
-        origin[path], sources[path] = ("user" if path in recipe.user_set else how), entry.source
+        origin[path], sources[path] = ("user" if path in recipe.user_set else how), source_text(entry)
     names = ["reward"] + [reward_name(r["name"]) for r in rewards]
     if settings["metric"] not in names:
         where = "--set dynamic_sampling.metric" if "dynamic_sampling.metric" in recipe.user_set else \

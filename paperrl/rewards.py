@@ -43,14 +43,67 @@ def _rescale(values, correct: float, wrong: float):
 # ---------------------------------------------------------------- built-in rewards
 
 
-def accuracy(correct: float = 1.0, wrong: float = 0.0):
-    """Math-verify accuracy (trl.rewards.accuracy_reward) against `solution`, on the chosen scale."""
+def accuracy(correct: float = 1.0, wrong: float = 0.0, truncated: float | None = None, max_completion_len: int = 0):
+    """Math-verify accuracy (trl.rewards.accuracy_reward) against `solution`, on the chosen scale.
+
+    With `truncated` set, a completion that fills all `max_completion_len` tokens (it was cut off, or
+    its end-of-text is the very last token) scores `truncated` whatever its answer."""
     from trl.rewards import accuracy_reward
 
-    def accuracy(completions, solution, **kwargs):
-        return _rescale(accuracy_reward(_as_chat(completions), solution), correct, wrong)
+    def accuracy(completions, solution, completion_ids=None, **kwargs):
+        scores = _rescale(accuracy_reward(_as_chat(completions), solution), correct, wrong)
+        if truncated is None or completion_ids is None:
+            return scores
+        return [truncated if len(ids) >= int(max_completion_len) else s for s, ids in zip(scores, completion_ids)]
 
     return accuracy
+
+
+# DAPO's verifier: volcengine/verl verl/utils/reward_score/math_dapo.py (compute_score, the default
+# strict_box_verify=False). The prediction is the text after the last "Answer:" in the completion's last
+# 300 characters; prediction and ground truth are normalised as in Minerva (Lewkowycz et al. 2022,
+# App. D.1) and compared as strings. DAPO-Math-17k's prompts ask for that last line.
+_ANSWER_LINE = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")
+_REPLACED = (("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""), ("\\ ", ""), (" ", ""), ("mbox", "text"),
+             (",\\text{and}", ","), ("\\text{and}", ","), ("\\text{m}", "\\text{}"))
+_REMOVED = ("square", "ways", "integers", "dollars", "mph", "inches", "hours", "km", "units", "\\ldots", "sue",
+            "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds", "meters", "meals",
+            "edges", "students", "childrentickets", "multiples", "\\text{s}", "\\text{.}", "\\text{\ns}",
+            "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}", "\\mathrm{th}", "^\\circ", "^{\\circ}",
+            "\\;", ",\\!", "{,}", '"', "\\dots")
+
+
+def minerva_normalise(answer: str) -> str:
+    """A final answer in Minerva's normal form (the order of the steps matters)."""
+    answer = answer.split("=")[-1]
+    for old, new in _REPLACED:
+        answer = answer.replace(old, new)
+    for text in _REMOVED:
+        answer = answer.replace(text, "")
+    answer = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", answer)  # the first $...$ only
+    for macro in ("text", "textbf", "overline"):
+        answer = re.sub(rf"(\\{macro}\{{)(.*?)(\}})", "\\2", answer)
+    answer = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", answer)
+    answer = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", answer)  # \frac12 -> \frac{1}{2}
+    answer = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", answer)  # \sqrt2 -> \sqrt{2}
+    answer = answer.replace("$", "")
+    if answer.replace(",", "").isdigit():
+        answer = answer.replace(",", "")
+    return answer.strip()
+
+
+def dapo_accuracy(correct: float = 1.0, wrong: float = -1.0):
+    """DAPO's rule-based reward (Eq. 8): the last `Answer: X` line equals `solution` after normalisation."""
+
+    def dapo_accuracy(completions, solution, **kwargs):
+        out = []
+        for completion, answer in zip(completions, solution):
+            found = _ANSWER_LINE.findall(_text(completion)[-300:])
+            same = bool(found) and minerva_normalise(found[-1]) == minerva_normalise(str(answer))
+            out.append(correct if same else wrong)
+        return out
+
+    return dapo_accuracy
 
 
 def answer_match(correct: float = 1.0, wrong: float = 0.0):
@@ -95,7 +148,7 @@ def repetition_penalty(ngram_size: int = 3, max_penalty: float = -1.0):
     return fn
 
 
-BUILTIN = {f.__name__: f for f in (accuracy, answer_match, soft_overlong_punishment, think_format, repetition_penalty)}
+BUILTIN = {f.__name__: f for f in (accuracy, dapo_accuracy, answer_match, soft_overlong_punishment, think_format, repetition_penalty)}
 
 
 # ---------------------------------------------------------------- user rewards

@@ -205,11 +205,7 @@ def build_trainer(plan: Plan, dataset, reward_funcs, extra_callbacks=()):
     tokenizer = AutoTokenizer.from_pretrained(plan.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    recipe_ds = plan.recipe.dataset
-    if recipe_ds and recipe_ds.max_prompt_tokens and recipe_ds.name == plan.dataset:
-        dataset = datamod.drop_long_prompts(dataset, tokenizer, recipe_ds.max_prompt_tokens)
-    chat = plan.recipe.chat_template
-    dataset = datamod.as_chat(dataset, tokenizer, chat is None or bool(chat.value))
+    dataset = datamod.prepare(dataset, plan, tokenizer)
     kwargs = dict(model=plan.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                   callbacks=[*_callbacks(plan), *extra_callbacks], peft_config=_peft_config(plan))
     if kwargs["peft_config"] is None:
