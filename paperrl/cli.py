@@ -14,14 +14,49 @@ from typing import List, Optional
 
 import typer
 import yaml
+from typer.core import TyperGroup
 
 from paperrl import catalog
 from paperrl.errors import PaperrlError, closest
 
+class _Group(TyperGroup):
+    """`paperrl --help` lists the recipes, one line each (the paper), apart from the other commands."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        recipes = catalog.available()
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        for title, is_recipe in (("Recipes (paperrl RECIPE --help: its options)", True), ("Commands", False)):
+            rows = [(n, self.commands[n].get_short_help_str(limit)) for n in names if (n in recipes) == is_recipe]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 app = typer.Typer(
-    help="Published LLM post-training recipes, reproduced on Hugging Face TRL.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    cls=_Group, help="Published LLM post-training recipes, reproduced on Hugging Face TRL.",
+    subcommand_metavar="RECIPE|COMMAND [ARGS]...", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    epilog="\b\nExamples:\n"
+           "  paperrl gspo                      GSPO on the embedded tiny model (CPU, a minute)\n"
+           "  paperrl show dapo                 DAPO's values, sources and TRL's defaults\n"
+           "  paperrl dapo --model M --dry-run  every resolved setting; loads nothing\n"
+           "  paperrl doctor dapo --model M     batch, memory and launch on this machine",
 )
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True,
+                                       help="Show the versions of paperrl, TRL, transformers, torch, accelerate and exit.")) -> None:
+    if version:
+        _print_version()
+        raise typer.Exit(0)
+
+
+def _print_version() -> None:
+    from paperrl.doctor import versions
+
+    print(versions())
 
 
 def _console(stderr: bool = False):
@@ -46,39 +81,58 @@ def list_recipes() -> None:
 
 
 @app.command("show")
-def show(recipe: str = typer.Argument(..., help="recipe name or recipe file")) -> None:
-    """Every value of a recipe: paper value, demo value, source and TRL's default."""
+def show(recipe: str = typer.Argument(..., metavar="RECIPE|FILE", help="a recipe name or a recipe file")) -> None:
+    """Every value of a recipe: paper value, demo value, TRL's default and source."""
     from rich.table import Table
 
-    from paperrl import recipe as recipes
+    from paperrl.trainers import KINDS
+    from paperrl.trl_fields import config_fields
 
-    r = recipes.load(recipe)
-    fields = r.trl_fields()
+    r = _read(recipe)
+    defaults = config_fields(KINDS[r["trainer"]].config_class)
     con = _console()
-    con.print(f"[bold]{r.name}[/bold]: {r.title} (arXiv {r.arxiv}), trainer {r.trainer}\n{r.summary}")
-    table = Table("field", "paper", "demo", "TRL default", "source", box=None)
-    for name, entry in r.config.items():
-        table.add_row(name, _fmt(entry, "value"), _fmt(entry, "demo"), repr(fields[name][0]), entry.source)
-    for name, entry in r.batch:
-        if entry is not None:
-            table.add_row(f"batch.{name}", _fmt(entry, "value"), _fmt(entry, "demo"), "", entry.source)
-    if r.dynamic_sampling:
-        for name, entry in r.dynamic_sampling:
-            table.add_row(f"dynamic_sampling.{name}", _fmt(entry, "value"), _fmt(entry, "demo"), "", entry.source)
+    con.print(f"[bold]{r['name']}[/bold]: {r['title']} (arXiv {r['arxiv']}), trainer {r['trainer']}\n{r['summary']}")
+    table = Table("field", "value", "demo", "TRL default", "from", "source", box=None)
+    for name, entry in (r.get("config") or {}).items():
+        table.add_row(name, *_cells(entry, repr(defaults[name][0])))
+    for section in ("batch", "dynamic_sampling"):
+        for name, entry in (r.get(section) or {}).items():
+            table.add_row(f"{section}.{name}", *_cells(entry, ""))
     con.print(table)
-    for rule in r.rules:
-        con.print(f"rule: {rule.text()}")
+    for rule in r.get("rules") or []:
+        factor, other = (part.strip() for part in rule["equals"].split("*"))
+        con.print(f"rule: {rule['field']} = {factor} × {other} ({rule['source']})")
     for section in ("rewards", "callbacks"):
-        for item in getattr(r, section):
-            args = ", ".join(f"{k}={_fmt(v, 'value')}" for k, v in item.args.items())
-            con.print(f"{section[:-1]}: {item.name}({args}) weight {item.weight}  [{item.source}]")
-    if r.dataset:
-        con.print(f"dataset with --model: {r.dataset.name}  [{r.dataset.source}]")
-    con.print(f"demo: {r.demo.note}")
+        for item in r.get(section) or []:
+            args = ", ".join(f"{k}={_fmt(v, 'value')}" for k, v in (item.get("args") or {}).items())
+            con.print(f"{section[:-1]}: {item['name']}({args}) weight {item.get('weight', 1.0)}  [{item.get('source', '')}]")
+    if r.get("dataset"):
+        con.print(f"dataset with --model: {r['dataset']['name']}  [{r['dataset']['source']}]")
+    con.print(f"demo: {r['demo']['note']}")
 
 
-def _fmt(entry, which: str) -> str:
-    return repr(getattr(entry, which)) if which in entry.model_fields_set else "-"
+def _read(ref: str) -> dict:
+    """A recipe as written, without pydantic (show and diff start in under 0.3 s). A shipped recipe is
+    validated by the test suite; a user's file is validated here, every problem at once, as a run would."""
+    path = catalog.locate(ref)
+    if path.parent != catalog.RECIPE_DIR:
+        from paperrl import recipe as recipes
+
+        recipes.load(str(path))
+    return catalog.read_raw(path)
+
+
+def _cells(entry: dict, trl_default: str) -> tuple[str, ...]:
+    """value, demo, TRL default, from (paper, authors, ...) and source of one sourced value."""
+    from rich.markup import escape
+
+    source = entry["source"] + (f" [authors' code: {entry['authors']!r}]" if entry.get("authors") is not None else "")
+    return _fmt(entry, "value"), _fmt(entry, "demo"), trl_default, entry.get("origin", "paper") if "value" in entry else "", \
+        escape(source)
+
+
+def _fmt(entry: dict, which: str) -> str:
+    return repr(entry[which]) if which in entry else "-"
 
 
 @app.command("cp")
@@ -96,13 +150,12 @@ def cp(recipe: str, file: Path, overwrite: bool = typer.Option(False, "--overwri
 
 
 @app.command("diff")
-def diff(a: str, b: str) -> None:
+def diff(a: str = typer.Argument(..., metavar="A", help="a recipe name or a recipe file"),
+         b: str = typer.Argument(..., metavar="B", help="a recipe name or a recipe file")) -> None:
     """Compare two recipes setting by setting (paper values)."""
     from rich.table import Table
 
-    from paperrl import recipe as recipes
-
-    left, right = _flatten(recipes.load(a)), _flatten(recipes.load(b))
+    left, right = _flatten(_read(a)), _flatten(_read(b))
     table = Table("setting", a, b, box=None)
     for key in sorted(set(left) | set(right)):
         lv, rv = left.get(key, "-"), right.get(key, "-")
@@ -111,21 +164,20 @@ def diff(a: str, b: str) -> None:
     _console().print(table)
 
 
-def _flatten(r) -> dict:
-    out = {"trainer": r.trainer}
-    for name, entry in r.config.items():
-        out[f"config.{name}"] = entry.value if "value" in entry.model_fields_set else "(TRL default)"
-    for name, entry in r.batch:
-        if entry is not None:
-            out[f"batch.{name}"] = entry.value
-    for rule in r.rules:
-        out[f"rule.{rule.field}"] = rule.equals
+def _flatten(r: dict) -> dict:
+    out = {"trainer": r["trainer"]}
+    for section in ("config", "batch"):
+        for name, entry in (r.get(section) or {}).items():
+            out[f"{section}.{name}"] = entry["value"] if "value" in entry else "(TRL default)"
+    for rule in r.get("rules") or []:
+        out[f"rule.{rule['field']}"] = rule["equals"]
     for section in ("rewards", "callbacks"):
-        for item in getattr(r, section):
-            out[f"{section}.{item.name}"] = {k: v.value for k, v in item.args.items()} or "on"
-    if r.dynamic_sampling and r.dynamic_sampling.enabled.value:
-        for name, entry in r.dynamic_sampling:
-            out[f"dynamic_sampling.{name}"] = entry.value
+        for item in r.get(section) or []:
+            out[f"{section}.{item['name']}"] = {k: v.get("value") for k, v in (item.get("args") or {}).items()} or "on"
+    ds = r.get("dynamic_sampling") or {}
+    if ds.get("enabled", {}).get("value"):
+        for name, entry in ds.items():
+            out[f"dynamic_sampling.{name}"] = entry.get("value")
     return out
 
 
@@ -163,11 +215,11 @@ def _execute(recipe_ref: str, kw: dict) -> None:
     from paperrl import recipe as recipes
     from paperrl.resolve import dry_run, resolve
 
-    plan_file = os.environ.get("PAPERRL_PLAN")
-    if plan_file:  # a worker started by `paperrl ... --num-processes N`: the plan was resolved once, by the launcher
-        import pickle
+    plan_json = os.environ.get("PAPERRL_PLAN")
+    if plan_json:  # a worker started by `paperrl ... --num-processes N`: the plan was resolved once, by the launcher
+        from paperrl.resolve import Plan
 
-        plan = pickle.loads(Path(plan_file).read_bytes())
+        plan = Plan.from_json(plan_json)
     else:
         opts = _options(**kw)
         try:
@@ -227,30 +279,30 @@ def _recipe_options(fn):
     import inspect
 
     params = [
-        ("model", Optional[str], typer.Option(None, "--model", help="hub id or local directory; absent: the embedded tiny model")),
-        ("dataset", Optional[str], typer.Option(None, "--dataset", help="hub id or local .jsonl/.json/.parquet/.csv file or directory")),
-        ("split", Optional[str], typer.Option(None, "--split", help="dataset split (hub datasets)")),
-        ("subset", Optional[str], typer.Option(None, "--subset", help="dataset configuration (hub datasets)")),
-        ("column", Optional[List[str]], typer.Option(None, "--column", help="NAME=COLUMN: read NAME (prompt, chosen, solution, ...) from COLUMN")),
-        ("output_dir", Optional[str], typer.Option(None, "--output-dir")),
-        ("set", Optional[List[str]], typer.Option(None, "--set", help="NAME=VALUE: a TRL config field or a recipe path (repeatable)")),
-        ("reward", Optional[List[str]], typer.Option(None, "--reward", help="module:function or file.py:function, optionally =WEIGHT (repeatable)")),
-        ("max_steps", Optional[int], typer.Option(None, "--max-steps")),
-        ("num_processes", int, typer.Option(1, "--num-processes", help="processes to launch with accelerate")),
-        ("per_device_batch_size", Optional[int], typer.Option(None, "--per-device-batch-size", help="micro-batch per device; accumulation is derived")),
-        ("accelerate_config", Optional[str], typer.Option(None, "--accelerate-config", help="multi_gpu, zero2, zero3, fsdp2, ... or a file")),
-        ("num_machines", Optional[int], typer.Option(None, "--num-machines")),
-        ("machine_rank", Optional[int], typer.Option(None, "--machine-rank")),
-        ("main_process_ip", Optional[str], typer.Option(None, "--main-process-ip")),
-        ("main_process_port", Optional[int], typer.Option(None, "--main-process-port")),
-        ("lora_r", Optional[int], typer.Option(None, "--lora-r", help="train a LoRA adapter of this rank (peft)")),
-        ("lora_alpha", Optional[int], typer.Option(None, "--lora-alpha")),
-        ("vllm", Optional[str], typer.Option(None, "--vllm", help="colocate or server")),
-        ("report_to", Optional[str], typer.Option(None, "--report-to", help="tensorboard, wandb, ...")),
-        ("overwrite", bool, typer.Option(False, "--overwrite")),
-        ("resume", bool, typer.Option(False, "--resume")),
-        ("dry_run", bool, typer.Option(False, "--dry-run", help="print the resolved settings; load nothing")),
-        ("format", str, typer.Option("table", "--format", help="table, json, yaml, or python: a standalone plain-TRL script (with --dry-run)")),
+        ("model", Optional[str], typer.Option(None, "--model", metavar="ID|DIR", help="hub id or local directory; absent: the embedded tiny model")),
+        ("dataset", Optional[str], typer.Option(None, "--dataset", metavar="ID|FILE|DIR", help="hub id, or local .jsonl/.json/.parquet/.csv file or directory; absent: the paper's (with --model) or the demo task")),
+        ("split", Optional[str], typer.Option(None, "--split", metavar="NAME", help="dataset split (hub datasets)")),
+        ("subset", Optional[str], typer.Option(None, "--subset", metavar="NAME", help="dataset configuration (hub datasets)")),
+        ("column", Optional[List[str]], typer.Option(None, "--column", metavar="NAME=COLUMN", help="read NAME (prompt, chosen, solution, ...) from COLUMN (repeatable)")),
+        ("output_dir", Optional[str], typer.Option(None, "--output-dir", metavar="DIR", help="run directory; default runs/<recipe>-<time>")),
+        ("set", Optional[List[str]], typer.Option(None, "--set", metavar="NAME=VALUE", help="a TRL config field or a recipe path such as dynamic_sampling.max_rounds (repeatable)")),
+        ("reward", Optional[List[str]], typer.Option(None, "--reward", metavar="MODULE:FUNCTION[=WEIGHT]", help="a reward function, also path/to/file.py:function or model:ID|DIR (repeatable)")),
+        ("max_steps", Optional[int], typer.Option(None, "--max-steps", metavar="N", help="stop after N optimizer steps")),
+        ("num_processes", int, typer.Option(1, "--num-processes", metavar="N", help="processes to launch with accelerate (GPUs, or CPU processes)")),
+        ("per_device_batch_size", Optional[int], typer.Option(None, "--per-device-batch-size", metavar="N", help="micro-batch per device; accumulation is derived to keep the paper's batch")),
+        ("accelerate_config", Optional[str], typer.Option(None, "--accelerate-config", metavar="NAME|FILE", help="TRL's multi_gpu, zero1, zero2, zero3, fsdp1, fsdp2, single_gpu, or your accelerate config")),
+        ("num_machines", Optional[int], typer.Option(None, "--num-machines", metavar="N", help="multi-node: passed to accelerate launch")),
+        ("machine_rank", Optional[int], typer.Option(None, "--machine-rank", metavar="RANK", help="multi-node: this machine's rank")),
+        ("main_process_ip", Optional[str], typer.Option(None, "--main-process-ip", metavar="HOST", help="multi-node: the rank-0 machine")),
+        ("main_process_port", Optional[int], typer.Option(None, "--main-process-port", metavar="PORT", help="multi-node: the rank-0 machine's port")),
+        ("lora_r", Optional[int], typer.Option(None, "--lora-r", metavar="RANK", help="train a LoRA adapter of this rank (peft)")),
+        ("lora_alpha", Optional[int], typer.Option(None, "--lora-alpha", metavar="ALPHA", help="LoRA alpha (default: 2 x rank)")),
+        ("vllm", Optional[str], typer.Option(None, "--vllm", metavar="[colocate|server]", help="generate with vLLM (pip install 'paperrl[vllm]')")),
+        ("report_to", Optional[str], typer.Option(None, "--report-to", metavar="NAME", help="tensorboard, wandb, ... (transformers' report_to)")),
+        ("overwrite", bool, typer.Option(False, "--overwrite", help="replace a non-empty --output-dir")),
+        ("resume", bool, typer.Option(False, "--resume", help="continue from the last checkpoint in --output-dir")),
+        ("dry_run", bool, typer.Option(False, "--dry-run", help="print every resolved setting with its origin and source; load nothing")),
+        ("format", str, typer.Option("table", "--format", metavar="[table|json|yaml|python]", help="with --dry-run; python: a standalone plain-TRL script")),
     ]
     sig = inspect.signature(fn)
     extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, t, d in params]
@@ -259,28 +311,35 @@ def _recipe_options(fn):
     return fn
 
 
-def _make_recipe_command(name: str, title: str):
+def _add_recipe_commands() -> None:
+    """One command per shipped recipe, its help the paper. Read here, not on import: show and diff stay fast."""
+    for name, path in catalog.available().items():
+        raw = catalog.read_raw(path)
+        paper = f"{raw.get('title')} (arXiv {raw.get('arxiv')})"
+        command = _recipe_command(name)
+        command.__doc__ = (f"{paper}\n\n{raw.get('summary', '')}\n\nTrains with the paper's values (with --model) or the "
+                           f"demo values on the embedded tiny model; `paperrl show {name}` lists them with their sources.")
+        app.command(name, short_help=paper)(_recipe_options(command))
+
+
+def _recipe_command(name: str):
     def command(**kw) -> None:
         _execute(name, kw)
 
     command.__name__ = name.replace("-", "_")
-    command.__doc__ = f"Train with the {title} recipe."
-    app.command(name)(_recipe_options(command))
+    return command
 
 
-def _run(file: str = typer.Argument(..., help="a recipe file"), **kw) -> None:
+def _run(file: str = typer.Argument(..., metavar="FILE", help="a recipe file (paperrl cp RECIPE FILE makes one)"), **kw) -> None:
     """Train with a recipe file of your own (same options as a recipe command)."""
     _execute(file, kw)
 
 
 app.command("run")(_recipe_options(_run))
 
-for _name, _path in catalog.available().items():
-    _make_recipe_command(_name, _name)
-
 
 @app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def serve(ctx: typer.Context, model: str = typer.Argument(..., help="hub id or local directory")) -> None:
+def serve(ctx: typer.Context, model: str = typer.Argument(..., metavar="ID|DIR", help="hub id or local directory")) -> None:
     """Start TRL's vLLM server for `--vllm server` runs (extra options go to `trl vllm-serve`)."""
     import importlib.util
     import subprocess
@@ -291,23 +350,42 @@ def serve(ctx: typer.Context, model: str = typer.Argument(..., help="hub id or l
 
 
 @app.command("verify")
-def verify(recipe: Optional[str] = typer.Argument(None), all_: bool = typer.Option(False, "--all"),
-           set_: Optional[List[str]] = typer.Option(None, "--set"),
-           format: str = typer.Option("table", "--format", help="table or json")) -> None:
-    """Check that TRL computes each recipe's paper objective on a fixed batch."""
+def verify(recipe: Optional[str] = typer.Argument(None, metavar="[RECIPE|FILE]", help="a recipe, or --all"),
+           all_: bool = typer.Option(False, "--all", help="every shipped recipe"),
+           set_: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="as for a run (repeatable)"),
+           format: str = typer.Option("table", "--format", metavar="[table|json]")) -> None:
+    """Check that TRL computes each recipe's paper objective on a fixed batch (exit 1 if one fails)."""
     from paperrl.verify import main as verify_main
 
     raise typer.Exit(verify_main(recipe, all_, set_ or [], format))
 
 
 @app.command("report")
-def report(run_dirs: List[Path], out: Optional[Path] = typer.Option(None, "--out"),
-           format: str = typer.Option("png", "--format", help="png or md"),
-           smooth: float = typer.Option(0.0, "--smooth", help="EMA smoothing in [0, 1); 0 is off")) -> None:
+def report(run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories (with metrics.jsonl)"),
+           out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="default: report.png in the (first) run directory"),
+           format: str = typer.Option("png", "--format", metavar="[png|md]"),
+           smooth: float = typer.Option(0.0, "--smooth", metavar="ALPHA", help="EMA smoothing in [0, 1); 0 is off")) -> None:
     """Plot one run, or several overlaid, from their metrics.jsonl."""
     from paperrl.report import main as report_main
 
     raise typer.Exit(report_main(run_dirs, out, format, smooth))
+
+
+@app.command("doctor")
+def doctor(recipe: Optional[str] = typer.Argument(None, metavar="[RECIPE|FILE]",
+                                                  help="also show this recipe's batch split, memory estimate and launch command"),
+           model: Optional[str] = typer.Option(None, "--model", metavar="ID|DIR", help="the model a run would train; absent: the embedded tiny model"),
+           num_processes: Optional[int] = typer.Option(None, "--num-processes", metavar="N", help="default: one per GPU")) -> None:
+    """What a run would use on this machine: versions, devices, precision, extras, batch, memory, launch."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from paperrl.doctor import report as doctor_report
+
+    table = Table(show_header=False, box=None)
+    for label, text in doctor_report(recipe, model, num_processes):
+        table.add_row(label, Text(text))  # not markup: 'paperrl[vllm]' is text
+    _console().print(table)
 
 
 # ---------------------------------------------------------------- entry point
@@ -316,6 +394,9 @@ def report(run_dirs: List[Path], out: Optional[Path] = typer.Option(None, "--out
 def _fast_path(argv: list[str]) -> bool:
     """list/show/diff/cp with plain arguments, without typer's parameter machinery (which imports
     pydantic's validators: ~0.2 s of the 0.3 s start-up budget). Anything else goes through typer."""
+    if argv == ["--version"]:
+        _print_version()
+        return True
     commands = {"list": (list_recipes, 0), "show": (show, 1), "diff": (diff, 2), "cp": (cp, 2)}
     if not argv or argv[0] not in commands or any(a.startswith("-") for a in argv[1:]):
         return False
@@ -331,14 +412,15 @@ def _fast_path(argv: list[str]) -> bool:
 
 def main() -> None:
     argv = sys.argv[1:]
-    known = {c.name for c in app.registered_commands}
-    if argv and not argv[0].startswith("-") and argv[0] not in known:
-        _fail(PaperrlError(f"unknown recipe or command '{argv[0]}'{closest(argv[0], known)}; "
-                           f"recipes: {', '.join(catalog.available())}; commands: list, show, cp, diff, run, "
-                           "serve, verify, report"))
+    commands = [c.name for c in app.registered_commands]
+    recipes = catalog.available()
+    if argv and not argv[0].startswith("-") and argv[0] not in {*commands, *recipes}:
+        _fail(PaperrlError(f"unknown recipe or command '{argv[0]}'{closest(argv[0], [*commands, *recipes])}; "
+                           f"recipes: {', '.join(recipes)}; commands: {', '.join(commands)}"))
     try:
         if _fast_path(argv):
             sys.exit(0)
+        _add_recipe_commands()
         code = app(prog_name="paperrl", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except PaperrlError as exc:
@@ -348,12 +430,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error: click's, or typer's own click
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("PAPERRL_DEBUG") == "1":
             raise

@@ -60,14 +60,18 @@ class Plan:
         return self.recipe.kind
 
 
+def precision(cuda: bool, bf16: bool) -> dict:
+    """TRL's precision flags: bf16 where the GPU supports it, else fp16; fp32 on a CPU."""
+    if cuda:
+        return {"bf16": bf16, "fp16": not bf16}
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
 def _hardware_precision() -> dict:
     import torch
 
-    if torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return {"bf16": True, "fp16": False}
-        return {"bf16": False, "fp16": True}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
+    cuda = torch.cuda.is_available()
+    return precision(cuda, cuda and torch.cuda.is_bf16_supported())
 
 
 def _substitute(value, config: dict, defaults: dict):

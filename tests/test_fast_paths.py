@@ -1,4 +1,4 @@
-"""--help, list, show, diff and cp never import torch, transformers or trl."""
+"""--help, --version, list, show, diff and cp never import torch, transformers or trl."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list"], ["show", "dapo"], ["diff", "gspo", "dapo"], ["gspo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["show", "dapo"], ["diff", "gspo", "dapo"],
+                                  ["gspo", "--help"]])
 def test_no_heavy_imports(argv):
+    # the fast paths (no typer parsing) skip pydantic too: ~0.1 s of import and schema building
+    heavy = ("torch", "transformers", "trl") + (() if "--help" in argv else ("pydantic",))
     code = ("import sys; sys.argv = ['paperrl', *%r]\n"
             "from paperrl.cli import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\n"
-            "print('HEAVY', heavy)") % (argv,)
+            "heavy = [m for m in %r if m in sys.modules]\n"
+            "print('HEAVY', heavy)") % (argv, heavy)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
@@ -52,3 +55,17 @@ def test_cp_then_run_the_copy(cli, tmp_path):
 
     out = json.loads(cli("run", target, "--model", "m", "--dry-run", "--format", "json").stdout)
     assert out["config"]["epsilon_high"] == 0.3
+
+
+def test_show_prints_trl_defaults_as_values():
+    out = run_in_process(["show", "dpo"]).stdout
+    assert "default_optim" not in out  # transformers' variable name, not its value
+    assert "'adamw_torch" in out or "'rmsprop'" in out
+
+
+def test_show_and_diff_validate_a_users_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "paperrl/recipes/gspo.yaml").read_text().replace("epsilon_high:", "epsilon_hihg:"))
+    for argv in (["show", bad], ["diff", "gspo", bad]):
+        result = run_in_process(argv)
+        assert result.returncode == 2 and "epsilon_hihg" in result.stderr and "did you mean 'epsilon_high'" in result.stderr
