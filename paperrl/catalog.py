@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -50,3 +53,33 @@ def read_raw(path: Path) -> dict:
         raise PaperrlError(f"{path}: a recipe file must be a YAML mapping (name, trainer, config, ...), "
                            f"got {type(data).__name__}")
     return data
+
+
+def trl_defaults(trainer: str) -> dict[str, str]:
+    """{field: repr(TRL's default)} for a trainer kind's config, as `paperrl show` prints them.
+
+    Reading them from TRL's and transformers' sources costs ~0.1 s of show's 0.3 s, so they are kept
+    on disk, keyed by both libraries' versions and by the reader's own code."""
+    import importlib.metadata
+
+    from paperrl import demo, trl_fields
+    from paperrl.trainers import KINDS
+
+    key = hashlib.sha256(json.dumps([
+        trainer, importlib.metadata.version("trl"), importlib.metadata.version("transformers"),
+        Path(trl_fields.__file__).read_text(encoding="utf-8"),
+    ]).encode()).hexdigest()[:16]
+    path = demo.cache_dir() / "trl-defaults" / f"{trainer}-{key}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    defaults = {name: repr(default) for name, (default, _) in trl_fields.config_fields(KINDS[trainer].config_class).items()}
+    try:  # atomically: concurrent runs may race
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(defaults), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: read the sources every time
+    return defaults

@@ -85,16 +85,13 @@ def show(recipe: str = typer.Argument(..., metavar="RECIPE|FILE", help="a recipe
     """Every value of a recipe: paper value, demo value, TRL's default and source."""
     from rich.table import Table
 
-    from paperrl.trainers import KINDS
-    from paperrl.trl_fields import config_fields
-
     r = _read(recipe)
-    defaults = config_fields(KINDS[r["trainer"]].config_class)
+    defaults = catalog.trl_defaults(r["trainer"])
     con = _console()
     con.print(f"[bold]{r['name']}[/bold]: {r['title']} (arXiv {r['arxiv']}), trainer {r['trainer']}\n{r['summary']}")
     table = Table("field", "value", "demo", "TRL default", "from", "source", box=None)
     for name, entry in (r.get("config") or {}).items():
-        table.add_row(name, *_cells(entry, repr(defaults[name][0])))
+        table.add_row(name, *_cells(entry, defaults[name]))
     for section in ("batch", "dynamic_sampling"):
         for name, entry in (r.get(section) or {}).items():
             table.add_row(f"{section}.{name}", *_cells(entry, ""))
