@@ -69,3 +69,16 @@ def test_show_and_diff_validate_a_users_file(tmp_path):
     for argv in (["show", bad], ["diff", "gspo", bad]):
         result = run_in_process(argv)
         assert result.returncode == 2 and "epsilon_hihg" in result.stderr and "did you mean 'epsilon_high'" in result.stderr
+
+
+def test_trl_defaults_are_kept_on_disk(tmp_path, monkeypatch):
+    from paperrl import catalog
+    from paperrl.trainers import KINDS
+    from paperrl.trl_fields import config_fields
+
+    monkeypatch.setenv("PAPERRL_CACHE", str(tmp_path))
+    first = catalog.trl_defaults("grpo")
+    assert first == {k: repr(v[0]) for k, v in config_fields(KINDS["grpo"].config_class).items()}
+    (cached,) = (tmp_path / "trl-defaults").glob("grpo-*.json")
+    cached.write_text('{"epsilon": "from the cache"}')
+    assert catalog.trl_defaults("grpo") == {"epsilon": "from the cache"}
