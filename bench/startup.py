@@ -50,6 +50,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for c in COMMANDS:
             times[" ".join(c)].append(wall(c))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     median = {name: statistics.median(ts) for name, ts in times.items()}
     trl = median["trl --help"]
     rows = [f"| `{name}` | {m:.3f} | {min(times[name]):.3f} | {m / trl:.2f} | "
@@ -58,11 +59,12 @@ def main() -> None:
         "# Start-up: paperrl's instant commands against `trl --help`",
         "",
         f"Command: `python bench/startup.py --rounds {args.rounds}`. Machine: {platform.platform()}, "
-        f"{os.cpu_count()} CPUs (shared), Python {platform.python_version()}. "
+        f"{os.cpu_count()} CPUs (shared; load average {load:.1f} at the end), Python {platform.python_version()}. "
         f"Date: {datetime.datetime.now():%Y-%m-%d %H:%M}.",
         "",
         f"{args.rounds} interleaved rounds (each round runs every command once, in turn); median and fastest wall "
-        f"time of the whole process; goal: under {GOAL_S} s.",
+        f"time of the whole process; goal: under {GOAL_S} s. On a loaded machine every process is slowed alike: "
+        "read the ratio to `trl --help`.",
         "",
         "| command | median (s) | fastest (s) | median / `trl --help` | under 0.3 s |",
         "|---|---|---|---|---|",

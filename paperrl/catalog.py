@@ -59,16 +59,16 @@ def trl_defaults(trainer: str) -> dict[str, str]:
     """{field: repr(TRL's default)} for a trainer kind's config, as `paperrl show` prints them.
 
     Reading them from TRL's and transformers' sources costs ~0.1 s of show's 0.3 s, so they are kept
-    on disk, keyed by both libraries' versions and by the reader's own code."""
-    import importlib.metadata
+    on disk, keyed by both installed packages (their __init__ files' times and sizes) and the reader's own code."""
+    import importlib.util
 
     from paperrl import demo, trl_fields
     from paperrl.trainers import KINDS
 
-    key = hashlib.sha256(json.dumps([
-        trainer, importlib.metadata.version("trl"), importlib.metadata.version("transformers"),
-        Path(trl_fields.__file__).read_text(encoding="utf-8"),
-    ]).encode()).hexdigest()[:16]
+    stamps = [(st.st_mtime_ns, st.st_size) for st in (os.stat(importlib.util.find_spec(p).origin)
+                                                      for p in ("trl", "transformers"))]
+    key = hashlib.sha256(json.dumps([trainer, stamps, Path(trl_fields.__file__).read_text(encoding="utf-8")])
+                         .encode()).hexdigest()[:16]
     path = demo.cache_dir() / "trl-defaults" / f"{trainer}-{key}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
