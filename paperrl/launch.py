@@ -87,11 +87,11 @@ def missing_extras(opts) -> list[str]:
     return problems
 
 
-def relaunch(opts, argv: list[str], plan_file: Path) -> int:
-    """Re-execute under accelerate launch; the workers read the plan resolved here."""
+def relaunch(opts, argv: list[str], plan_json: str) -> int:
+    """Re-execute under accelerate launch; the workers read the plan resolved here (JSON, in their environment)."""
     cmd = launch_command(opts, argv)
     cmd[0:2] = [sys.executable, "-m", "accelerate.commands.launch"]
-    env = {**os.environ, WORKER_ENV: "1", "PAPERRL_PLAN": str(plan_file)}
+    env = {**os.environ, WORKER_ENV: "1", "PAPERRL_PLAN": plan_json}
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

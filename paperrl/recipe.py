@@ -9,7 +9,9 @@ This module never imports TRL: field names and defaults come from `trl_fields`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from typing_extensions import TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from paperrl.catalog import RECIPE_DIR, available, locate, read_raw  # noqa: F401 (re-exported)
 from paperrl.errors import PaperrlError, Problems, closest
 from paperrl.trainers import KINDS
-from paperrl.trl_fields import config_fields, type_problem
+from paperrl.trl_fields import config_fields, parameters, type_problem
+
+# Callbacks a recipe can name: name -> class, imported only when a run builds it.
+CALLBACKS = {"bema": "paperrl.callbacks:BEMA"}
 
 
 
@@ -25,10 +30,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Sourced(_Strict):
-    value: Any = None
+T = TypeVar("T")
+
+
+class Sourced(_Strict, Generic[T]):
+    """A value with its source; `Sourced[X]` checks `value` and `demo` against X when the file is read."""
+
+    value: T | None = None
     source: str
-    demo: Any = None
+    demo: T | None = None
     # where `value` comes from: the paper's text, the authors' released code or configs, TRL's Paper
     # Index (not confirmed in the paper), another implementation such as verl, or paperrl's own choice
     origin: Literal["paper", "authors", "trl-index", "peer", "paperrl"] = "paper"
@@ -71,36 +81,67 @@ class Named(_Strict):
     source: str = ""
 
 
+Count = Annotated[int, Field(strict=True, ge=1, le=10**7)]  # a number of prompts, completions, steps
+
+
 class Batch(_Strict):
     """The paper's batch in its own terms; TRL's fields are derived from it (see batch.py)."""
 
-    prompts_per_rollout: Sourced | None = None
-    completions_per_prompt: Sourced | None = None
-    completions_per_step: Sourced | None = None
-    steps_per_rollout: Sourced | None = None
-    examples_per_step: Sourced | None = None  # preference pairs / sequences per optimizer step
+    prompts_per_rollout: Sourced[Count] | None = None
+    completions_per_prompt: Sourced[Count] | None = None
+    completions_per_step: Sourced[Count] | None = None
+    steps_per_rollout: Sourced[Count] | None = None
+    examples_per_step: Sourced[Count] | None = None  # preference pairs / sequences per optimizer step
 
 
 class DynamicSampling(_Strict):
-    enabled: Sourced
-    metric: Sourced  # "reward" (the weighted total) or the name of one reward function
-    oversample: Sourced  # prompts generated per round, as a multiple of the prompts still needed
-    max_rounds: Sourced  # generation rounds per rollout before `on_exhausted` applies
-    on_exhausted: Sourced  # "train" on what was kept (and warn) or "stop" cleanly
+    enabled: Sourced[Annotated[bool, Field(strict=True)]]
+    metric: Sourced[str]  # "reward" (the weighted total) or the name of one reward function
+    # prompts generated per round, as a multiple of the prompts still needed
+    oversample: Sourced[Annotated[float, Field(ge=1, le=64)]]
+    max_rounds: Sourced[Annotated[int, Field(strict=True, ge=1, le=10**4)]]  # rounds per rollout before `on_exhausted`
+    on_exhausted: Sourced[Literal["train", "stop"]]  # "train" on what was kept (and warn) or "stop" cleanly
+
+
+class _Closed(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+
+class Preference(_Closed, total=False):
+    loss: Literal["sigmoid", "alphapo"]
+    beta: float
+    alpha: float
+    gamma: float
+
+
+class Averaging(_Closed):
+    ema_power: float
+    bias_power: float
+    lag: float
+    multiplier: float
+    min_ema_multiplier: float
 
 
 class Objective(_Strict):
     """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
 
-    advantage: Sourced | None = None  # group | batch | none | leave_one_out
-    ratio: Sourced | None = None  # token | sequence | none (REINFORCE)
-    clip: Sourced | None = None  # [epsilon_low, epsilon_high]
-    aggregation: Sourced | None = None  # sequence_mean | token_mean | constant
-    kl_in_reward: Sourced | None = None  # beta of a sequence-level KL subtracted from the reward
-    overlong_filtering: Sourced | None = None  # truncated completions get no loss
-    overlong_reward: Sourced | None = None  # [L_max, L_cache] of the soft overlong punishment
-    preference: Sourced | None = None  # {loss: sigmoid, beta} or {loss: alphapo, alpha, beta, gamma}
-    averaging: Sourced | None = None  # {ema_power, bias_power, lag, multiplier, min_ema_multiplier}
+    advantage: Sourced[Literal["group", "batch", "none", "leave_one_out"]] | None = None
+    ratio: Sourced[Literal["token", "sequence", "none"]] | None = None  # none: REINFORCE
+    clip: Sourced[tuple[float, float]] | None = None  # [epsilon_low, epsilon_high]
+    aggregation: Sourced[Literal["sequence_mean", "token_mean", "constant"]] | None = None
+    kl_in_reward: Sourced[float] | None = None  # beta of a sequence-level KL subtracted from the reward
+    overlong_filtering: Sourced[bool] | None = None  # truncated completions get no loss
+    overlong_reward: Sourced[tuple[int, int]] | None = None  # [L_max, L_cache] of the soft overlong punishment
+    preference: Sourced[Preference] | None = None  # {loss: sigmoid, beta} or {loss: alphapo, alpha, beta, gamma}
+    averaging: Sourced[Averaging] | None = None
+
+
+class Deviation(_Strict):
+    """A difference between TRL and the paper that paperrl knowingly tolerates: `paperrl verify` reports its
+    size as measured and fails it above `max_relative` (of the paper's value)."""
+
+    max_relative: float = Field(gt=0)
+    source: str  # why it is tolerated
 
 
 class Dataset(_Strict):
@@ -137,6 +178,7 @@ class Recipe(_Strict):
     chat_template: Sourced | None = None  # false: raw-text prompts even where the model has a chat template
     prompt_template: Sourced | None = None  # raw text around each prompt, "{prompt}" marks where it goes
     objective: Objective = Objective()
+    deviations: dict[str, Deviation] = {}  # by the verify row's key, e.g. trl_token_normaliser
     demo: Demo
     # paths set from the command line ("config.beta", "dynamic_sampling.max_rounds"); not in files
     user_set: set[str] = Field(default_factory=set, exclude=True)
@@ -176,6 +218,7 @@ def _settable_paths(raw: dict, trl_fields) -> list[str]:
     for section in ("batch", "dynamic_sampling"):
         model = Batch if section == "batch" else DynamicSampling
         paths += [f"{section}.{f}" for f in model.model_fields]
+    paths += [f"deviations.{d}.max_relative" for d in raw.get("deviations") or {}]
     for section in ("rewards", "callbacks"):
         for item in raw.get(section) or []:
             if isinstance(item, dict):
@@ -213,6 +256,9 @@ def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
                 section = _dynamic_sampling_defaults()
             raw[head] = section
             _set_leaf(section, rest, value)
+            user.add(name)
+        elif head == "deviations" and rest.removesuffix(".max_relative") in (raw.get(head) or {}):
+            raw[head][rest.removesuffix(".max_relative")]["max_relative"] = value
             user.add(name)
         elif name in ("exact_token_normaliser", "chat_template", "prompt_template"):
             _set_leaf(raw, name, value)
@@ -253,21 +299,88 @@ def _dynamic_sampling_defaults() -> dict:
 # ---------------------------------------------------------------- validation
 
 
-def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
+def _label(where: str, path: str, user: set) -> str:
+    """'--set PATH' for what the user set on the command line, else 'FILE: PATH'."""
+    leaf = re.sub(r"\.(value|demo)$", "", path)
+    return f"--set {leaf}" if leaf in user or leaf.replace("config.", "", 1) in user else f"{where}: {path}"
+
+
+def _pydantic_problems(where: str, exc: ValidationError, user: set) -> list[str]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union", "literal")))
-        msg = err["msg"]
+        msg, given = err["msg"], err.get("input")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
         elif err["type"] == "string_pattern_mismatch":
             msg = "expected '<integer> * <field>'"
-        out.append(f"{where}: {loc}: {msg}")
+        elif err["type"] == "literal_error":
+            accepted = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            msg = f"{msg}, got {given!r}{closest(given, accepted)}"
+        elif not isinstance(given, (dict, list)):
+            bound = {k: v for k, v in (err.get("ctx") or {}).items() if k in ("ge", "le")}
+            msg = " and ".join(f"expected a value {'>=' if k == 'ge' else '<='} {v}" for k, v in bound.items()) or msg
+            msg = f"{msg}, got {given!r}"
+        out.append(f"{_label(where, loc, user)}: {msg}")
     return list(dict.fromkeys(out))
+
+
+def _argument_problems(raw: dict, where: str, user: set) -> list[str]:
+    """Every reward and callback argument bound to its function's signature, with its type where the
+    function states one (as torchtune's config validation does): a typo fails here, not mid-run."""
+    from paperrl.rewards import BUILTIN
+
+    rewards = {name: f"paperrl.rewards:{name}" for name in BUILTIN}
+    demo = raw.get("demo") if isinstance(raw.get("demo"), dict) else {}
+    problems = []
+    for section, items in (("rewards", raw.get("rewards")), ("demo.rewards", demo.get("rewards")),
+                           ("callbacks", raw.get("callbacks"))):
+        registry = CALLBACKS if section == "callbacks" else rewards
+        for item in items if isinstance(items, list) else []:
+            name = item.get("name") if isinstance(item, dict) else None
+            args = item.get("args") or {}
+            if not isinstance(name, str) or not isinstance(args, dict) or ":" in name:
+                continue  # pydantic reports the shape; a user's module:function is bound when the run loads it
+            if name not in registry:
+                problems.append(f"{where}: {section}: '{name}' is unknown{closest(name, registry)}; accepted: "
+                                f"{', '.join(registry)}" + ("" if registry is CALLBACKS else
+                                                            ", model:<reward model>, module:function"))
+                continue
+            params, any_keyword = parameters(registry[name])
+            for arg, entry in args.items():
+                label = f"--set {section}.{name}.{arg}" if f"{section}.{name}.{arg}" in user else \
+                    f"{where}: {section}.{name}.args.{arg}"
+                if arg not in params and not any_keyword:
+                    problems.append(f"{label}: not an argument of {name}{closest(arg, params)}; accepted: "
+                                    f"{', '.join(params) or 'none'}")
+                    continue
+                for which in ("value", "demo"):
+                    value = entry.get(which) if isinstance(entry, dict) else None
+                    problem = None if value is None or arg not in params or str(value).startswith("${") \
+                        else type_problem(params[arg][1] or "", value)
+                    if problem:
+                        problems.append(f"{label}{'' if which == 'value' else ' (demo)'}: {problem}")
+            missing = [p for p, (required, _) in params.items() if required and p not in args]
+            if missing:
+                problems.append(f"{where}: {section}.{name}: missing argument(s) {', '.join(missing)}")
+    return problems
+
+
+# Counts and sizes among TRL's int fields (batch sizes, steps, lengths): negative is never meant.
+_COUNT = re.compile(r"(^num_|_size$|_steps$|_length$|_iterations$|_generation$|_tokens$|_workers$|_limit$|^max_|^top_k$)")
+
+
+def _range_problem(name: str, annotation: str, default, value) -> str | None:
+    if not _COUNT.search(name) or not annotation.startswith(("int", "float")) or isinstance(value, bool) \
+            or not isinstance(value, (int, float)) or value == default:
+        return None
+    minimum = 0 if default == 0 or annotation.startswith("float") else 1
+    if value >= minimum:
+        return None
+    what = "an integer" if annotation.startswith("int") else "a number"
+    return f"expected {what} >= {minimum} (a count or size), got {value!r}"
 
 
 def _config_problems(config: dict, kind, where: str, user_fields: set) -> list[str]:
@@ -286,7 +399,7 @@ def _config_problems(config: dict, kind, where: str, user_fields: set) -> list[s
             if which not in entry:
                 continue
             value = entry[which]
-            problem = type_problem(fields[name][1], value)
+            problem = type_problem(fields[name][1], value) or _range_problem(name, fields[name][1], fields[name][0], value)
             allowed = kind.closed_sets.get(name)
             values = value if isinstance(value, list) else [value]
             if problem is None and allowed and any(v not in allowed for v in values):
@@ -299,47 +412,20 @@ def _config_problems(config: dict, kind, where: str, user_fields: set) -> list[s
 
 
 def check(recipe: Recipe, where: str) -> list[str]:
-    """Semantic checks pydantic cannot make: TRL names, types, closed sets, rules, sections."""
+    """Semantic checks of a valid schema: rule fields, sections that need a GRPO-family trainer."""
     fields = recipe.trl_fields()
-    user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
-    raw_config = {k: {w: getattr(e, w) for w in ("value", "demo") if w in e.model_fields_set}
-                  for k, e in recipe.config.items()}
-    problems = _config_problems(raw_config, recipe.kind, where, user_fields)
+    problems = []
     for rule in recipe.rules:
         for name in (rule.field, rule.depends_on):
             if name not in fields:
                 problems.append(f"{where}: rules: '{name}' is not a field of TRL's "
                                 f"{recipe.kind.config_class.split(':')[1]}{closest(name, fields)}")
     ds = recipe.dynamic_sampling
-    if ds is not None:
-        problems += _check_dynamic_sampling(recipe, ds, where)
+    if ds is not None and ds.enabled.value and recipe.trainer != "grpo":
+        problems.append(f"{_label(where, 'dynamic_sampling.enabled', recipe.user_set)}: dynamic sampling needs a "
+                        f"GRPO-family recipe (trainer: grpo); this recipe's trainer is {recipe.trainer}")
     if recipe.rewards and not recipe.kind.online:
         problems.append(f"{where}: rewards: the {recipe.trainer} trainer takes no reward functions")
-    return problems
-
-
-def _check_dynamic_sampling(recipe: Recipe, ds: DynamicSampling, where: str) -> list[str]:
-    problems = []
-
-    def label(field):
-        path = f"dynamic_sampling.{field}"
-        return f"--set {path}" if path in recipe.user_set else f"{where}: {path}"
-
-    enabled = ds.enabled.value
-    if not isinstance(enabled, bool):
-        problems.append(f"{label('enabled')}: expected true or false, got {enabled!r}")
-    elif enabled and recipe.trainer != "grpo":
-        problems.append(f"{label('enabled')}: dynamic sampling needs a GRPO-family recipe (trainer: grpo); "
-                        f"this recipe's trainer is {recipe.trainer}")
-    for field in ("max_rounds",):
-        for value in (getattr(ds, field).value, getattr(ds, field).demo):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                problems.append(f"{label(field)}: expected an integer >= 1, got {value!r}")
-    for value in (ds.oversample.value, ds.oversample.demo):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 64):
-            problems.append(f"{label('oversample')}: expected a number between 1 and 64, got {value!r}")
-    if ds.on_exhausted.value not in ("train", "stop"):
-        problems.append(f"{label('on_exhausted')}: expected 'train' or 'stop', got {ds.on_exhausted.value!r}")
     return problems
 
 
@@ -361,16 +447,16 @@ def load(name_or_path: str, sets: list[str] = ()) -> Recipe:
     if internal:
         raise PaperrlError(*(f"{where}: {k}: unknown key" for k in internal))
     user = apply_sets(raw, [parse_set(s) for s in sets], config_fields(KINDS[trainer].config_class))
+    config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+    user_fields = {p.split(".", 1)[1] for p in user if p.startswith("config.")}
+    problems = _config_problems(config, KINDS[trainer], where, user_fields) + _argument_problems(raw, where, user)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
-        user_fields = {p.split(".", 1)[1] for p in user if p.startswith("config.")}
-        raise PaperrlError(*_pydantic_problems(where, exc),
-                           *_config_problems(config, KINDS[trainer], where, user_fields)) from None
+        raise PaperrlError(*_pydantic_problems(where, exc, user), *problems) from None
     recipe.user_set = user
     recipe.file = str(path)
-    problems = check(recipe, where)
+    problems += check(recipe, where)
     if problems:
         raise PaperrlError(*problems)
     return recipe

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shlex
 import sys
@@ -10,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paperrl import batch as batchmod
-from paperrl import demo
+from paperrl import demo, secret
 from paperrl.errors import PaperrlError, closest
 from paperrl.launch import launch_command
 from paperrl.recipe import Named, Recipe, reward_name
@@ -38,6 +40,14 @@ class Options:
     overwrite: bool = False
     resume: bool = False
 
+    def __post_init__(self):
+        """Counts and sizes in range, before anything else."""
+        problems = [f"--{name.replace('_', '-')} {value}: expected an integer >= 1"
+                    for name in ("max_steps", "num_processes", "per_device_batch_size", "lora_r", "lora_alpha")
+                    if (value := getattr(self, name)) is not None and (isinstance(value, bool) or value < 1)]
+        if problems:
+            raise PaperrlError(*problems)
+
 
 @dataclass
 class Plan:
@@ -58,6 +68,21 @@ class Plan:
     @property
     def kind(self):
         return self.recipe.kind
+
+    def to_json(self) -> str:
+        """The plan for worker processes: plain JSON (never a pickle), no secret in it."""
+        plan = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plan["recipe"] = {"fields": self.recipe.model_dump(mode="json", exclude_unset=True),
+                          "user_set": sorted(self.recipe.user_set), "file": self.recipe.file}
+        plan["options"] = dataclasses.asdict(self.options)
+        return json.dumps(plan)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        plan = json.loads(text)
+        recipe = Recipe.model_validate(plan["recipe"]["fields"])
+        recipe.user_set, recipe.file = set(plan["recipe"]["user_set"]), plan["recipe"]["file"]
+        return cls(**{**plan, "recipe": recipe, "options": Options(**plan["options"])})
 
 
 def precision(cuda: bool, bf16: bool) -> dict:
@@ -180,6 +205,10 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         if name not in user_fields:
             put(name, value, "derived", "hardware: bf16 where the GPU supports it, fp32 on CPU")
 
+    for name in secret.move_to_environment(values):
+        recipe.config.pop(name, None)
+        sources[name] = f"--set: moved to ${secret.env_name(name)}, never written to a file"
+
     rewards = []
     if recipe.kind.online:
         specs = list(recipe.demo.rewards if demo_mode and recipe.demo.rewards is not None else recipe.rewards)
@@ -250,9 +279,6 @@ def _derive_batch(recipe, demo_mode, n, values, user_fields, put) -> dict:
         per_step=pick(b.completions_per_step) or pick(b.examples_per_step),
         steps_per_rollout=pick(b.steps_per_rollout),
     )
-    for name, value in vars(paper).items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**7):
-            raise PaperrlError(f"batch.{name}: expected a positive integer up to 10,000,000, got {value!r}")
     fixed = {k: values[k] for k in user_fields if k in values}
     cap = values.get("per_device_train_batch_size") or batchmod.DEFAULT_MICRO_BATCH
     derived = batchmod.derive(paper, n, fixed, cap)

@@ -16,10 +16,14 @@ from pathlib import Path
 
 from paperrl.errors import PaperrlError, closest
 from paperrl.recipe import reward_name
+from paperrl.trainers import KINDS
+from paperrl.trl_fields import reward_arguments
 
-# Arguments TRL passes to every reward function; anything else a function names is a column.
-_TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "kwargs",
-             "environments", "tools"}
+
+def _trl_args() -> set[str]:
+    """Arguments TRL passes to every reward function, read from the installed TRL's trainers;
+    anything else a function names is a dataset column."""
+    return {"kwargs"}.union(*(reward_arguments(k.trainer_class) for k in KINDS.values() if k.online))
 
 
 class RewardFailed(Exception):
@@ -188,7 +192,7 @@ def required_columns(fn) -> list[str]:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [p.name for p in params if p.name not in _TRL_ARGS
+    return [p.name for p in params if p.name not in _trl_args()
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
 
 

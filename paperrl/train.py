@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
 import shutil
 import sys
@@ -20,9 +19,7 @@ from paperrl import data as datamod
 from paperrl import demo, launch
 from paperrl.errors import PaperrlError
 from paperrl.resolve import Plan, build_config, dry_run
-
-_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY",
-               "GITHUB_TOKEN")
+from paperrl.secret import scrub
 
 
 def _rank() -> int:
@@ -39,16 +36,6 @@ def write_json_atomic(path: Path, obj) -> None:
         tmp.unlink(missing_ok=True)
         raise PaperrlError(f"{path}: cannot write ({exc.strerror or exc}); check the disk space and "
                            "permissions") from None
-
-
-def scrub(text: str) -> str:
-    """Remove the values of secret environment variables (tokens, API keys) from text."""
-    names = set(_SECRET_ENV) | {k for k in os.environ if k.endswith(("_TOKEN", "_API_KEY", "_SECRET"))}
-    for name in sorted(names):
-        value = os.environ.get(name)
-        if value and len(value) >= 6:
-            text = text.replace(value, f"<{name}>")
-    return text
 
 
 # ---------------------------------------------------------------- output directory
@@ -187,14 +174,15 @@ def _peft_config(plan: Plan):
 
 
 def _callbacks(plan: Plan):
-    from paperrl.callbacks import BEMA
+    """The recipe's callbacks (names and arguments were checked against their classes when it was read)."""
+    import importlib
 
-    registry = {"bema": BEMA}
+    from paperrl.recipe import CALLBACKS
+
     out = []
     for spec in plan.callbacks:
-        if spec["name"] not in registry:
-            raise PaperrlError(f"callback '{spec['name']}': unknown; accepted: {', '.join(registry)}")
-        out.append(registry[spec["name"]](**spec["args"]))
+        module, name = CALLBACKS[spec["name"]].split(":")
+        out.append(getattr(importlib.import_module(module), name)(**spec["args"]))
     return out
 
 
@@ -256,11 +244,7 @@ def _launch_workers(plan: Plan) -> int:
     del dataset
     out = _prepare_output_dir(plan)
     write_json_atomic(out / "paperrl.json", run_record(plan))
-    plan_file = out / ".paperrl-plan.pkl"
-    plan_file.write_bytes(pickle.dumps(plan))
-    rc = launch.relaunch(plan.options, sys.argv[1:], plan_file)
-    plan_file.unlink(missing_ok=True)
-    return rc
+    return launch.relaunch(plan.options, sys.argv[1:], plan.to_json())
 
 
 def _train(plan: Plan) -> int:

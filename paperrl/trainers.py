@@ -10,6 +10,8 @@ import importlib
 import warnings
 from dataclasses import dataclass
 
+from paperrl.trl_fields import compared_values
+
 
 @dataclass(frozen=True)
 class TrainerKind:
@@ -17,8 +19,15 @@ class TrainerKind:
     config_class: str  # "module:Class"
     trainer_class: str
     columns: tuple[tuple[str, ...], ...]  # accepted column sets, any one of them
-    closed_sets: dict  # field -> accepted values, where TRL takes any string
+    closed: tuple[str, ...]  # string fields whose meaning is a closed set (loss_type, ...)
     online: bool  # generates completions and scores them with reward functions
+
+    @property
+    def closed_sets(self) -> dict[str, tuple[str, ...]]:
+        """{field: accepted values}, read from the installed TRL: the strings its config and trainer
+        code compare the field with (no copied list to drift on an upgrade)."""
+        modules = (self.config_class.split(":")[0], self.trainer_class.split(":")[0])
+        return {name: compared_values(modules, name) for name in self.closed}
 
     def load(self, which: str):
         module, name = getattr(self, which).split(":")
@@ -28,38 +37,31 @@ class TrainerKind:
             return getattr(importlib.import_module(module), name)
 
 
-_GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
-_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-               "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
-
 KINDS = {
     k.name: k
     for k in (
         TrainerKind(
             "grpo", "trl.trainer.grpo_config:GRPOConfig", "trl.trainer.grpo_trainer:GRPOTrainer",
             (("prompt",),),
-            {"loss_type": _GRPO_LOSSES, "importance_sampling_level": ("token", "sequence"),
-             "scale_rewards": ("group", "batch", "none", True, False),
-             "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum")},
-            online=True,
+            ("loss_type", "importance_sampling_level", "scale_rewards", "multi_objective_aggregation"), online=True,
         ),
         TrainerKind(
             "rloo", "trl.trainer.rloo_config:RLOOConfig", "trl.trainer.rloo_trainer:RLOOTrainer",
-            (("prompt",),), {}, online=True,
+            (("prompt",),), (), online=True,
         ),
         TrainerKind(
             "dpo", "trl.trainer.dpo_config:DPOConfig", "trl.trainer.dpo_trainer:DPOTrainer",
             (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
-            {"loss_type": _DPO_LOSSES}, online=False,
+            ("loss_type",), online=False,
         ),
         TrainerKind(
             "cpo", "trl.experimental.cpo.cpo_config:CPOConfig", "trl.experimental.cpo.cpo_trainer:CPOTrainer",
             (("prompt", "chosen", "rejected"),),
-            {"loss_type": ("sigmoid", "hinge", "ipo", "simpo", "alphapo")}, online=False,
+            ("loss_type",), online=False,
         ),
         TrainerKind(
             "sft", "trl.trainer.sft_config:SFTConfig", "trl.trainer.sft_trainer:SFTTrainer",
-            (("prompt", "completion"), ("messages",), ("text",)), {}, online=False,
+            (("prompt", "completion"), ("messages",), ("text",)), ("loss_type",), online=False,
         ),
     )
 }

@@ -128,7 +128,7 @@ def test_dynamic_sampling_metric_must_name_a_reward(cli):
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_dynamic_sampling_bound_must_be_positive(cli, value):
     assert_user_error(cli("dapo", "--dry-run", "--set", f"dynamic_sampling.max_rounds={value}"),
-                      "dynamic_sampling.max_rounds: expected an integer >= 1")
+                      "--set dynamic_sampling.max_rounds: expected a value >= 1")
 
 
 def test_bad_reward_spec(cli):
@@ -137,3 +137,81 @@ def test_bad_reward_spec(cli):
 
 def test_bad_format(cli):
     assert_user_error(cli("gspo", "--dry-run", "--format", "xml"), "--format xml: accepted: table, json, yaml, python")
+
+
+# ---------------------------------------------------------------- caught when the recipe is read (issue 14)
+
+
+def _edited(tmp_path, recipe, *replacements):
+    from paperrl.recipe import RECIPE_DIR
+
+    text = (RECIPE_DIR / f"{recipe}.yaml").read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / f"{recipe}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_bad_reward_and_callback_arguments_and_objective_value_fail_the_dry_run(cli, tmp_path):
+    dapo = _edited(tmp_path, "dapo", ("soft_punish_cache: {value: 4096", "soft_punish_cach: {value: 4096"),
+                   ("advantage: {value: group", "advantage: {value: grup"))
+    result = cli("run", dapo, "--dry-run")
+    assert_user_error(result, "rewards.soft_overlong_punishment.args.soft_punish_cach: not an argument of "
+                      "soft_overlong_punishment (did you mean 'soft_punish_cache'?)",
+                      "rewards.soft_overlong_punishment: missing argument(s) soft_punish_cache",
+                      "objective.advantage.value:", "got 'grup' (did you mean 'group'?)")
+    assert len(result.stderr.strip().splitlines()) == 3  # all of them, at once
+    bema = _edited(tmp_path, "bema", ("update_freq:", "update_frq:"))
+    assert_user_error(cli("run", bema, "--dry-run"), "callbacks.bema.args.update_frq: not an argument of bema "
+                      "(did you mean 'update_freq'?); accepted: update_freq")
+
+
+def test_a_bad_argument_is_exit_2_before_anything_is_written(cli, tmp_path):
+    bema = _edited(tmp_path, "bema", ("update_freq:", "update_frq:"))
+    out = tmp_path / "run"
+    assert_user_error(cli("run", bema, "--output-dir", out), "update_frq")
+    assert not out.exists()
+
+
+def test_unknown_reward_or_callback_name_in_a_recipe_file(cli, tmp_path):
+    dapo = _edited(tmp_path, "dapo", ("- name: soft_overlong_punishment\n    args:", "- name: soft_overlong\n    args:"))
+    assert_user_error(cli("run", dapo, "--dry-run"), "rewards: 'soft_overlong' is unknown",
+                      "did you mean 'soft_overlong_punishment'")
+    bema = _edited(tmp_path, "bema", ("- name: bema", "- name: ema"))
+    assert_user_error(cli("run", bema, "--dry-run"), "callbacks: 'ema' is unknown", "accepted: bema")
+
+
+def test_reward_argument_types_are_checked_against_the_signature(cli):
+    assert_user_error(cli("dapo", "--dry-run", "--set", "rewards.soft_overlong_punishment.soft_punish_cache=abc"),
+                      "--set rewards.soft_overlong_punishment.soft_punish_cache: expected int, got 'abc'")
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("dynamic_sampling.on_exhausted", "halt", "Input should be 'train' or 'stop', got 'halt'"),
+    ("dynamic_sampling.enabled", "3", "Input should be a valid boolean, got 3"),
+    ("batch.completions_per_step", "0", "expected a value >= 1, got 0"),
+])
+def test_closed_sets_and_ranges_of_the_recipe_schema(cli, path, value, message):
+    assert_user_error(cli("dapo", "--dry-run", "--set", f"{path}={value}"), f"--set {path}: {message}")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--max-steps", "-5"], "--max-steps -5: expected an integer >= 1"),
+    (["--per-device-batch-size", "0"], "--per-device-batch-size 0: expected an integer >= 1"),
+    (["--lora-r", "0"], "--lora-r 0: expected an integer >= 1"),
+    (["--set", "per_device_train_batch_size=-4"], "--set per_device_train_batch_size: expected an integer >= 1"),
+    (["--set", "gradient_accumulation_steps=0"], "--set gradient_accumulation_steps: expected an integer >= 1"),
+    (["--set", "max_steps=-5"], "--set max_steps: expected an integer >= 1"),
+])
+def test_counts_and_sizes_out_of_range(cli, tmp_path, args, message):
+    out = tmp_path / "run"
+    assert_user_error(cli("gspo", *args, "--output-dir", out), message)
+    assert not out.exists()
+
+
+def test_trl_closed_sets_come_from_the_installed_trl(cli):
+    assert_user_error(cli("bema", "--dry-run", "--set", "loss_type=nl"), "--set loss_type: 'nl' is not accepted",
+                      "did you mean 'nll'", "accepted:", "dft")
+    assert dry("bema", "--set", "loss_type=dft")["config"]["loss_type"] == "dft"

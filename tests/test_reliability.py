@@ -88,16 +88,32 @@ def test_failing_reward_keeps_the_last_checkpoint(cli, tmp_path):
     assert (out / "checkpoint-8" / "trainer_state.json").exists()
 
 
-def test_secrets_never_reach_the_run_directory(cli, tmp_path):
-    secret, wandb = "hf_NotARealToken1234567890", "wandb0123456789abcdef"
+def _files_containing(folder: Path, secret: str) -> list[str]:
+    """Every file under `folder`, binary ones included (training_args.bin is a pickle)."""
+    return [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_token_given_by_set_reaches_no_file(cli, tmp_path):
+    secret = "hf_NotARealToken1234567890"
     out = tmp_path / "run"
-    result = cli("dpo", "--max-steps", "2", "--output-dir", out, "--set", f"hub_token={secret}",
-                 env={"HF_TOKEN": secret, "WANDB_API_KEY": wandb})
+    result = cli("dpo", "--max-steps", "2", "--set", "save_steps=1", "--output-dir", out,
+                 "--set", f"hub_token={secret}", env={"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": ""})
     assert result.returncode == 0, result.stderr[-2000:]
-    texts = [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".md")]
-    texts += [result.stdout, result.stderr]
-    assert texts and not any(secret in t or wandb in t for t in texts)
-    assert "hub_token" in (out / "paperrl.json").read_text()
+    assert (out / "model" / "training_args.bin").exists() and (out / "checkpoint-2" / "training_args.bin").exists()
+    assert _files_containing(out, secret) == []
+    assert secret not in result.stdout + result.stderr
+    record = json.loads((out / "paperrl.json").read_text())
+    assert "--set hub_token=<HF_TOKEN>" in record["command"]
+    assert "moved to $HF_TOKEN" in record["sources"]["hub_token"]
+
+
+def test_environment_secrets_reach_no_file(cli, tmp_path):
+    wandb = "wandb0123456789abcdef"
+    out = tmp_path / "run"
+    result = cli("dpo", "--max-steps", "2", "--output-dir", out, "--set", f"run_name=x{wandb}",
+                 env={"WANDB_API_KEY": wandb})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p for p in _files_containing(out, wandb) if p.endswith((".json", ".jsonl"))] == []
 
 
 def test_disk_full_is_a_clear_message_and_the_old_file_survives(tmp_path, monkeypatch):
