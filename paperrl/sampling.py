@@ -1,8 +1,12 @@
 """DAPO dynamic sampling (DAPO §3.2) on TRL's GRPOTrainer, which lacks it.
 
 A group whose rewards are all equal has zero advantage and teaches nothing. For every rollout,
-each process generates and scores groups, keeps those whose filter metric varies within the
-group, and generates again until it holds exactly the rollout's number of groups:
+each process generates and scores groups with TRL's own generation and reward code, keeps those
+whose filter metric varies within the group, and generates again until it holds exactly the
+rollout's number of groups. Then the kept completions and their rewards are handed back to TRL's
+own `_generate_and_score_completions`, which computes masks, log-probabilities, advantages
+(with every option TRL has: scale_rewards, multi_objective_aggregation, unscorable rows) and the
+logged metrics on the kept batch, exactly as for a rollout it had sampled itself:
 
 - every process runs the same number of generation rounds with the same number of prompts
   (generation under ZeRO-3/FSDP and TRL's reward gathering are collective); whether to go on
@@ -10,13 +14,15 @@ group, and generates again until it holds exactly the rollout's number of groups
 - a round asks for (the largest shortfall over processes) x `oversample` new prompts; the
   first round is TRL's own batch plus the oversampling extra;
 - surplus informative groups are discarded and counted (`dynamic_sampling/groups_surplus`);
-- advantages are recomputed over the kept groups only, so `scale_rewards="batch"` uses the
-  batch that is trained;
 - after `max_rounds` rounds the missing slots are filled with filtered groups (advantage 0,
   no gradient, as plain TRL would train them) and a warning is logged; with
   `on_exhausted: stop` the run then saves a checkpoint after this step and stops cleanly;
 - the rollout's logged metrics (`reward`, `frac_reward_zero_std`, ...) describe the kept batch,
   with the counters `dynamic_sampling/*` next to them.
+
+TRL internals relied on (pinned in tests/contract): `_generate(prompts)` returns completion ids
+second and sampling log-probabilities fifth; `_generate_single_turn` returns (ids, log-probs);
+`_calculate_rewards` returns every process's rows, gathered.
 """
 
 from __future__ import annotations
@@ -30,51 +36,34 @@ import torch
 logger = logging.getLogger("paperrl")
 
 
-def _pad_cat(tensors: list[torch.Tensor], left: bool, value) -> torch.Tensor:
-    width = max(t.shape[1] for t in tensors)
-    padded = []
-    for t in tensors:
-        pad = torch.full((t.shape[0], width - t.shape[1], *t.shape[2:]), value, dtype=t.dtype, device=t.device)
-        padded.append(torch.cat([pad, t] if left else [t, pad], dim=1))
-    return torch.cat(padded)
+def _group_std(values: torch.Tensor, group: int) -> torch.Tensor:
+    """Standard deviation within each group, NaN (unscorable) entries left out."""
+    grouped = values.view(-1, group)
+    mean = grouped.nanmean(dim=1, keepdim=True)
+    count = (~torch.isnan(grouped)).sum(dim=1)
+    return (((grouped - mean) ** 2).nansum(dim=1) / (count - 1).clamp(min=1)).sqrt()
 
 
-def _select(out: dict, rows: torch.Tensor, batch: int) -> dict:
-    return {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == batch else v) for k, v in out.items()}
+class _Replay:
+    """For one call of TRL's `_generate_and_score_completions`: its generation step returns the kept
+    completions and its reward step the kept rewards, so everything else is TRL's own code."""
 
+    def __init__(self, trainer, completion_ids: list, logprobs: list | None, rewards_per_func: torch.Tensor):
+        self.trainer, self.ids, self.logprobs, self.rewards = trainer, completion_ids, logprobs, rewards_per_func
 
-def _concat(parts: list[dict], pad_id: int) -> dict:
-    merged = {}
-    for key, first in parts[0].items():
-        values = [p[key] for p in parts]
-        if not torch.is_tensor(first) or first.dim() == 0:
-            merged[key] = first
-        elif first.dim() == 1:
-            merged[key] = torch.cat(values)
-        else:
-            value = pad_id if key.endswith("_ids") else 0
-            merged[key] = _pad_cat(values, left=key.startswith("prompt"), value=value)
-    return merged
+    _PATCHED = ("_generate_single_turn", "_calculate_rewards")
 
+    def __enter__(self):
+        t = self.trainer
+        self.saved = {name: vars(t)[name] for name in self._PATCHED if name in vars(t)}
+        t._generate_single_turn = lambda *args, **kwargs: (self.ids, self.logprobs)
+        t._calculate_rewards = lambda *args, **kwargs: t.accelerator.gather(self.rewards)
+        return self
 
-def group_advantages(rewards: torch.Tensor, group: int, scale: str | bool) -> torch.Tensor:
-    """GRPO's advantage over a batch of whole groups: (r - group mean) / (std + 1e-4)."""
-    grouped = rewards.view(-1, group)
-    advantages = (grouped - grouped.nanmean(dim=1, keepdim=True)).view(-1)
-    if scale in ("group", True):
-        std = _nanstd(grouped, dim=1).repeat_interleave(group)
-    elif scale == "batch":
-        std = _nanstd(rewards.view(1, -1), dim=1).expand_as(rewards)
-    else:
-        return torch.nan_to_num(advantages, nan=0.0)
-    return torch.nan_to_num(advantages / (std + 1e-4), nan=0.0)
-
-
-def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
-    mean = x.nanmean(dim=dim, keepdim=True)
-    count = (~torch.isnan(x)).sum(dim=dim)
-    var = ((x - mean) ** 2).nansum(dim=dim) / (count - 1).clamp(min=1)
-    return var.sqrt()
+    def __exit__(self, *exc):
+        for name in self._PATCHED:  # back to what was there: the class's methods, or an instance's own
+            delattr(self.trainer, name)
+        vars(self.trainer).update(self.saved)
 
 
 def with_dynamic_sampling(trainer_cls, settings: dict):
@@ -82,11 +71,6 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
 
     class DynamicSamplingGRPOTrainer(trainer_cls):
         dynamic_sampling = dict(settings)
-
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            self._paperrl_rewards = rewards  # every process's rows, as TRL gathers them
-            return rewards
 
         def _paperrl_request_stop(self, reason: str) -> None:
             for callback in self.callback_handler.callbacks:
@@ -111,6 +95,15 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
                 rows += [row] * self.num_generations
             return rows
 
+        def _score_round(self, batch: list[dict]):
+            """TRL's generation and reward code on one round's rows: (ids, log-probs, local rewards per function)."""
+            prompts = [row["prompt"] for row in batch]
+            generated = self._generate(prompts)
+            completion_ids, completions, logprobs = generated[1], generated[3], generated[4]
+            rewards = self._calculate_rewards(batch, prompts, completions, completion_ids)
+            start = self.accelerator.process_index * len(batch)
+            return completion_ids, logprobs, rewards[start:start + len(batch)]
+
         def _generate_and_score_completions(self, inputs):
             if not self.model.training:
                 return super()._generate_and_score_completions(inputs)
@@ -120,102 +113,71 @@ def with_dynamic_sampling(trainer_cls, settings: dict):
                                  "per_device_train_batch_size x steps_per_generation a multiple of num_generations")
             need = len(inputs) // g
             ds = self.dynamic_sampling
-            mode = "train"
-            marks = {k: len(v) for k, v in self._metrics[mode].items()}
-            kept_parts, kept_rewards, fill_parts, fill_rewards = [], [], [], []
-            kept = generated = rounds = 0
+            metrics = self._metrics["train"]
+            marks = {k: len(v) for k, v in metrics.items()}
+            kept, fill = [], []  # (row, ids, log-probs, rewards) per completion, whole groups
+            generated = rounds = surplus = 0
             batch = list(inputs) + self._extra_rows(math.ceil(need * (ds["oversample"] - 1)))
             while True:
                 rounds += 1
-                out = super()._generate_and_score_completions(batch)
-                n = len(batch)
-                start = self.accelerator.process_index * n
-                local = self._paperrl_rewards[start:start + n]
-                metric = self._metric_column(local).view(-1, g)
-                informative = ~torch.isclose(_nanstd(metric, dim=1), torch.zeros(1, device=metric.device))
-                generated += n // g
-                rows = torch.arange(n, device=local.device).view(-1, g)
-                good, bad = rows[informative].flatten(), rows[~informative].flatten()
-                take = min(len(good) // g, need - kept)
-                if take:
-                    kept_parts.append(_select(out, good[: take * g], n))
-                    kept_rewards.append(local[good[: take * g]])
-                    kept += take
-                surplus_here = len(good) // g - take
-                if len(bad) and sum(len(r) for r in fill_rewards) < need * g:
-                    fill_parts.append(_select(out, bad, n))
-                    fill_rewards.append(local[bad])
-                shortfall = torch.tensor([need - kept], device=self.accelerator.device)
+                ids, logprobs, rewards = self._score_round(batch)
+                metric = self._metric_column(rewards)
+                generated += len(batch) // g
+                for group in range(len(batch) // g):
+                    rows = range(group * g, (group + 1) * g)
+                    entries = [(batch[i], ids[i], logprobs[i] if logprobs is not None else None, rewards[i])
+                               for i in rows]
+                    if not torch.isclose(_group_std(metric[rows.start:rows.stop], g),
+                                         torch.zeros(1, device=metric.device)).item():
+                        if len(kept) < need * g:
+                            kept += entries
+                        else:
+                            surplus += 1
+                    elif len(fill) < need * g:
+                        fill += entries
+                shortfall = torch.tensor([need - len(kept) // g], device=self.accelerator.device)
                 worst = int(self.accelerator.gather(shortfall).max().item())  # a joint decision
-                self._paperrl_surplus = getattr(self, "_paperrl_surplus", 0) + surplus_here
                 if worst == 0 or rounds >= ds["max_rounds"]:
                     break
                 batch = self._extra_rows(max(1, math.ceil(worst * ds["oversample"])))
-            exhausted = kept < need
+            informative = len(kept) // g
             if worst > 0:
-                message = (f"dynamic sampling: after {rounds} generation rounds only {kept} of {need} groups on this "
-                           f"process are informative (max_rounds={ds['max_rounds']}); the rest of the rollout is "
+                message = (f"dynamic sampling: after {rounds} generation rounds only {informative} of {need} groups on "
+                           f"this process are informative (max_rounds={ds['max_rounds']}); the rest of the rollout is "
                            "filled with zero-advantage groups")
                 logger.warning(message)
                 if ds["on_exhausted"] == "stop":
                     self._paperrl_request_stop(message + "; stopped after this step (on_exhausted=stop): resume "
                                                "with --resume, e.g. with a larger dynamic_sampling.max_rounds")
-            missing = (need - kept) * g
-            if missing:
-                fill = _concat(fill_parts, self._tokenizer.pad_token_id)
-                rows = torch.arange(missing, device=fill["completion_ids"].device)
-                kept_parts.append(_select(fill, rows, fill["completion_ids"].shape[0]))
-                kept_rewards.append(torch.cat(fill_rewards)[:missing])
-            result = _concat(kept_parts, self._tokenizer.pad_token_id)
-            rewards_per_func = torch.cat(kept_rewards)
-            # what this rollout trains on, for tests and debugging: local rows, one per completion
-            self.last_rollout = {"rewards_per_func": rewards_per_func, "metric": self._metric_column(rewards_per_func),
-                                 "rounds": rounds, "kept": kept, "need": need}
-            self._finish_rollout(result, rewards_per_func, marks, rounds, generated, kept, need, exhausted)
-            return result
-
-        def _finish_rollout(self, result, rewards_per_func, marks, rounds, generated, kept, need, exhausted):
-            """Advantages over the kept batch, and metrics that describe it."""
-            g = self.num_generations
-            all_rewards = self.accelerator.gather(rewards_per_func)
-            total = (all_rewards * self.reward_weights.to(all_rewards.device)).nansum(dim=1)
-            advantages = group_advantages(total, g, self.scale_rewards)
-            n = rewards_per_func.shape[0]
-            start = self.accelerator.process_index * n
-            result["advantages"] = advantages[start:start + n]
-            result["num_items_in_batch"] = self.accelerator.gather(result["completion_mask"].sum()).sum()
-
-            metrics = self._metrics["train"]
-            for key, mark in marks.items():  # drop what each generation round logged ...
+            kept += fill[: need * g - len(kept)]
+            for key, mark in marks.items():  # drop what each generation round logged: TRL logs the kept batch
                 del metrics[key][mark:]
             for key in [k for k in metrics if k not in marks and k != "num_tokens"]:
                 del metrics[key]
-            lengths = self.accelerator.gather(result["completion_mask"].sum(dim=1).float())
-            grouped_std = _nanstd(total.view(-1, g), dim=1) if self.scale_rewards != "batch" else \
-                _nanstd(total.view(1, -1), dim=1)
+            tokens_seen = self.state.num_input_tokens_seen  # the rounds counted every token generated
+            rows, kept_ids, kept_logprobs, kept_rewards = zip(*kept)
+            with _Replay(self, list(kept_ids), None if logprobs is None else list(kept_logprobs),
+                         torch.stack(kept_rewards)):
+                result = super()._generate_and_score_completions(list(rows))
+            self.state.num_input_tokens_seen = tokens_seen
+            metrics["num_tokens"] = [tokens_seen]
+            rewards_per_func = torch.stack(kept_rewards)
+            # what this rollout trains on, for tests and debugging: local rows, one per completion
+            self.last_rollout = {"rewards_per_func": rewards_per_func, "metric": self._metric_column(rewards_per_func),
+                                 "rounds": rounds, "kept": informative, "need": need}
             counts = self.accelerator.gather(torch.tensor(
-                [float(rounds), float(generated), float(kept), float(need), float(exhausted),
-                 float(getattr(self, "_paperrl_surplus", 0))], device=self.accelerator.device)).view(-1, 6)
-            self._paperrl_surplus = 0
-            add = {  # ... and log the batch that is trained
-                "reward": total.nanmean().item(),
-                "reward_std": _nanstd(total.view(1, -1), dim=1).item(),
-                "frac_reward_zero_std": torch.isclose(grouped_std, torch.zeros_like(grouped_std)).float().mean().item(),
-                "completions/mean_length": lengths.mean().item(),
-                "completions/min_length": lengths.min().item(),
-                "completions/max_length": lengths.max().item(),
+                [float(rounds), float(generated), float(informative), float(need), float(worst > 0), float(surplus)],
+                device=self.accelerator.device)).view(-1, 6)
+            for key, value in {
                 "dynamic_sampling/rounds": counts[:, 0].max().item(),
                 "dynamic_sampling/groups_generated": counts[:, 1].sum().item(),
                 "dynamic_sampling/groups_kept": counts[:, 2].sum().item(),
                 "dynamic_sampling/fraction_kept": (counts[:, 2].sum() / counts[:, 1].sum()).item(),
                 "dynamic_sampling/groups_surplus": counts[:, 5].sum().item(),
                 "dynamic_sampling/exhausted": counts[:, 4].max().item(),
-            }
-            for i, name in enumerate(self.reward_func_names):
-                add[f"rewards/{name}/mean"] = torch.nanmean(all_rewards[:, i]).item()
-                add[f"rewards/{name}/std"] = _nanstd(all_rewards[:, i].view(1, -1), dim=1).item()
-            for key, value in add.items():
+            }.items():
                 metrics[key].append(value)
+            return result
 
     DynamicSamplingGRPOTrainer.__name__ = f"DynamicSampling{trainer_cls.__name__}"
     return DynamicSamplingGRPOTrainer

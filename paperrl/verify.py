@@ -11,8 +11,9 @@ recipe's `objective` section), never with TRL's code or the run's TRL settings.
 
 from __future__ import annotations
 
-import copy
+import inspect
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 
@@ -34,6 +35,7 @@ class Check:
     status: str = ""
     note: str = ""
     relative: float = 0.0  # max |diff| / max |paper's value|
+    bound: float | None = None  # a known deviation: the recipe's max_relative
 
     def __post_init__(self):
         if not self.status:
@@ -144,7 +146,7 @@ def _plan(recipe_name: str, sets: list[str], **config):
     plan = resolve(recipes.load(recipe_name, sets), Options(output_dir="/tmp/paperrl-verify"))
     plan.config.update(config)
     plan.config.pop("reward_weights", None)
-    plan.dynamic_sampling = None  # verified separately (tests/test_sampling.py); TRL's objective here
+    plan.dynamic_sampling = None  # verified on its own scenario (_check_dynamic_sampling)
     return plan
 
 
@@ -174,27 +176,95 @@ def _compare(name, equation, ours: torch.Tensor, theirs: torch.Tensor, rel=1e-4,
     return Check(name, equation, diff, 1e-6 + rel * scale, note=note, relative=diff / scale)
 
 
-class _TableReward:
-    """Rewards fixed in advance: some groups all equal, some varied (what GRPO's advantage must handle)."""
-
-    __name__ = "table_reward"
-
-    def __init__(self, group: int):
-        self.group = group
-
-    def __call__(self, completions, **kwargs):
-        n = len(completions)
-        rng = torch.Generator().manual_seed(SEED)
-        values = torch.randint(0, 3, (n,), generator=rng).float()
-        values.view(-1, self.group)[0] = 1.0  # first group: every answer scores the same
-        return values.tolist()
-
-
 def _perturb(model, scale=0.02):
     with torch.no_grad():
         rng = torch.Generator().manual_seed(SEED + 1)
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=rng) * scale)
+
+
+# ---------------------------------------------------------------- the scenario, written by hand
+#
+# Nothing below is sampled: completions, terminations and rewards are fixed here, so every machine checks
+# the same cases. The model's weights only turn these tokens into log-probabilities, which TRL and the
+# reference both compute from the same weights. "E" is the end-of-sequence token; a completion without
+# it fills MAX_LEN tokens and is truncated.
+
+MAX_LEN = 6
+GROUP = 4
+COMPLETIONS = [  # 8 prompts x 4 completions; lengths 1..6 so mini-batches hold different token counts
+    "12E", "3E", "45E", "123456",  # rewards all equal: zero advantage, one truncated completion
+    "7E", "8E", "9E", "10E",  # all equal again, every completion terminated
+    "1E", "22E", "333E", "4444E",  # varied
+    "1234E", "123456", "E", "99999E",  # one ends in E exactly at MAX_LEN-1, one truncated, one is only E
+    "5E", "55E", "555E", "5555E",
+    "6E", "66666E", "666666", "66E",
+    "0E", "00E", "000E", "000000",
+    "42E", "4E", "424242", "2E",
+]
+REWARDS = [1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 2, 2, 0, 1, 0,
+           0, 1, 2, 1, 1, 0, 2, 0, 2, 2, 0, 1, 0, 1, 1, 2]
+# log pi - log pi_old per token, by position: ratios of 1, just inside and beyond each clip range; the first
+# token of every completion with a positive advantage gets e^0.22 = 1.25, between 1 + 0.2 and 1 + 0.28.
+SHIFTS = [0.0, 1e-4, -2e-4, 0.05, -0.1, 0.22, 0.25, -0.3]
+CLIP_HIGHER_SHIFT = 0.22
+MIN_CLIP_MARGIN = 1e-5  # no ratio may sit so close to a clip edge that float rounding decides its side
+
+
+def scenario_ids(tokenizer) -> list[list[int]]:
+    eos = tokenizer.eos_token_id
+    return [[eos if ch == "E" else tokenizer.convert_tokens_to_ids(ch) for ch in text] for text in COMPLETIONS]
+
+
+def truncated() -> torch.Tensor:
+    """Paper: a completion that reached the length limit without ending (DAPO §3.4)."""
+    return torch.tensor([not text.endswith("E") for text in COMPLETIONS])
+
+
+class _Scenario:
+    """Stands in for sampling: TRL's generation step returns the scenario's completions in order (cycling on
+    when a run asks for more, as dynamic sampling does), and the reward function scores each with its
+    written reward. Everything after generation (masks, truncation, advantages, old log-probabilities,
+    buffering) is TRL's own code. GRPOTrainer's generation step returns (completion ids, sampling
+    log-probabilities), RLOOTrainer's the ids alone."""
+
+    __name__ = "table_reward"
+
+    def __init__(self):
+        self.ids, self.cursor, self.last = [], 0, []
+
+    def attach(self, trainer):
+        self.ids = scenario_ids(trainer.processing_class)
+        with_logprobs = "num_generations" in inspect.signature(trainer._generate_single_turn).parameters
+
+        def generate_single_turn(prompt_ids, *args, **kwargs):
+            self.last = [(self.cursor + i) % len(self.ids) for i in range(len(prompt_ids))]
+            self.cursor += len(prompt_ids)
+            ids = [list(self.ids[i]) for i in self.last]
+            return (ids, None) if with_logprobs else ids
+
+        trainer._generate_single_turn = generate_single_turn
+
+    def __call__(self, completions, **kwargs):
+        return [float(REWARDS[i]) for i in self.last]
+
+
+def _shifts(mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    rows, cols = torch.meshgrid(torch.arange(mask.shape[0]), torch.arange(mask.shape[1]), indexing="ij")
+    offset = torch.tensor(SHIFTS)[(rows + cols) % len(SHIFTS)]
+    offset[:, 0] = torch.where(advantages > 0, CLIP_HIGHER_SHIFT, offset[:, 0])
+    return offset * mask
+
+
+def clip_margin(offset: torch.Tensor, mask: torch.Tensor, objective: dict) -> float:
+    """Distance, in log-ratio, from the scenario's ratios to the nearest clip edge."""
+    low, high = objective["clip"]
+    edges = torch.tensor([math.log1p(-low), math.log1p(high)])
+    if objective["ratio"] == "sequence":
+        values = (offset.sum(-1) / mask.sum(-1).clamp(min=1))[mask.sum(-1) > 0]
+    else:
+        values = offset[mask > 0]
+    return (values.unsqueeze(-1) - edges).abs().min().item()
 
 
 # ---------------------------------------------------------------- checks per trainer kind
@@ -205,14 +275,16 @@ def _objective(recipe) -> dict:
 
 
 def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
-    # The scenario: one update of a rollout split in 4 mini-batches of 1 micro-batch each.
-    plan = _plan(recipe_name, sets, gradient_accumulation_steps=1, steps_per_generation=4,
-                 per_device_train_batch_size=8, num_generations=4, max_completion_length=4, temperature=3.0)
+    # One rollout of 32 completions in 4 micro-batches of 8; 2 micro-batches per update (accumulation), so 2
+    # updates per rollout: what the paper calls mini-batches, with accumulation inside each.
+    ga, spg = 2, 4
+    plan = _plan(recipe_name, sets, gradient_accumulation_steps=ga, steps_per_generation=spg,
+                 per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
     objective = _objective(plan.recipe)
-    g = plan.config["num_generations"]
-    trainer = _trainer(plan, [_TableReward(g)])
-    trainer.args.max_completion_length = plan.config["max_completion_length"]
-    trainer.current_gradient_accumulation_steps = 1
+    scenario = _Scenario()
+    trainer = _trainer(plan, [scenario])
+    trainer.current_gradient_accumulation_steps = ga
+    scenario.attach(trainer)
     generate = trainer._generate_and_score_completions
 
     def capture(rows):  # keep the rollout in generation order (TRL shuffles it before splitting)
@@ -222,65 +294,142 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
 
     trainer._generate_and_score_completions = capture
     batch = next(iter(trainer.get_train_dataloader()))
-    torch.manual_seed(SEED)
-    first = trainer._prepare_inputs(batch)  # generation, scoring, advantages, buffering (and paperrl's subclasses)
+    torch.manual_seed(SEED)  # TRL's shuffle of the rollout before it is split: the same permutation anywhere
+    trainer._prepare_inputs(batch)  # scoring, advantages, buffering (and paperrl's subclasses)
     slices = trainer._buffered_inputs
-    checks = []
-
-    # Advantages: TRL's (over the whole rollout) against the paper's, from the same rewards.
-    rewards = torch.tensor(_TableReward(g)(completions=[None] * len(batch)))
     gen = trainer._paperrl_last_generation
-    checks.append(_compare(f"advantage ({objective['advantage']})", plan.recipe.objective.advantage.source,
-                           ref_advantages(rewards, g, objective["advantage"]), gen["advantages"]))
+    src = plan.recipe.objective
+    checks = [_compare(f"advantage ({objective['advantage']})", src.advantage.source,
+                       ref_advantages(torch.tensor(REWARDS, dtype=torch.float32), GROUP, objective["advantage"]),
+                       gen["advantages"])]
 
     if objective.get("overlong_filtering") is not None:
-        truncated = ~(gen["completion_ids"] == trainer.processing_class.eos_token_id).any(dim=1)
-        left = (gen["completion_mask"].sum(dim=1)[truncated]).float()
-        expected = torch.zeros_like(left) if objective["overlong_filtering"] else left
-        ok = truncated.any() and (~truncated).any()
-        checks.append(Check("overlong filtering: truncated completions get no loss",
-                            plan.recipe.objective.overlong_filtering.source,
-                            (left - expected).abs().max().item() if ok else float("inf"), 0.0,
-                            note=f"{int(truncated.sum())} of {len(truncated)} completions truncated"))
+        lengths = torch.tensor([len(t) for t in COMPLETIONS], dtype=torch.float32)
+        expected = torch.where(truncated() & objective["overlong_filtering"], 0.0, lengths)
+        checks.append(_compare("overlong filtering: truncated completions get no loss", src.overlong_filtering.source,
+                               expected, gen["completion_mask"].sum(dim=1).float(),
+                               note=f"{int(truncated().sum())} of {len(COMPLETIONS)} truncated: no EOS within "
+                                    f"{MAX_LEN} tokens (TRL's test, last token neither EOS nor pad, agrees: no "
+                                    "completion here holds a pad token)"))
 
-    # Loss and gradient on the first mini-batch, with off-policy old log-probabilities.
+    # Loss and gradient of every update, with off-policy old log-probabilities written by hand.
     model = trainer.model
-    inputs = dict(first)
-    mask = inputs["completion_mask"].float()
-    with torch.no_grad():
-        current = ref_token_logps(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
-                                  inputs["completion_mask"], plan.config.get("temperature", 1.0))
-    # log pi - log pi_old per token: ratios of 1, just inside and beyond each clip range; the first token of
-    # every positively rewarded completion gets r = e^0.22 = 1.25, between 1 + 0.2 and 1 + 0.28 (clip-higher)
-    shifts = torch.tensor([0.0, 1e-4, -2e-4, 0.05, -0.1, 0.22, 0.25, -0.3])
-    rows, cols = torch.meshgrid(torch.arange(current.shape[0]), torch.arange(current.shape[1]), indexing="ij")
-    offset = shifts[(rows + cols) % len(shifts)]
-    offset[:, 0] = torch.where(inputs["advantages"] > 0, 0.22, offset[:, 0])
-    inputs["old_per_token_logps"] = current - offset  # ratios of 1, just inside and beyond the clip range
-    theirs = trainer._compute_loss(model, inputs)
-    their_grad = _grads(model, theirs)
-    logps = ref_token_logps(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
-                            inputs["completion_mask"], plan.config.get("temperature", 1.0))
-    ours = ref_policy_loss(logps, inputs["old_per_token_logps"], mask, inputs["advantages"], objective,
-                           plan.config["max_completion_length"])
-    our_grad = _grads(model, ours)
-    eq = "; ".join(getattr(plan.recipe.objective, k).source for k in ("ratio", "clip", "aggregation"))
-    lengths = [int(s["completion_mask"].sum()) for s in slices]
-    note = f"mini-batch token counts {lengths}"
-    checks.append(_compare("policy loss (ratio, clip, aggregation)", eq, ours, theirs, note=note))
-    checks.append(_compare("gradient of the policy loss, all parameters", eq, our_grad, their_grad, note=note))
+    temperature = plan.config.get("temperature", 1.0)
+    windows = [slices[i:i + ga] for i in range(0, spg, ga)]
+    ours, theirs, our_grads, their_grads, margins, tokens, updates = [], [], [], [], [], [], []
+    for window in windows:
+        parts = []
+        for s in window:
+            s = dict(s)
+            mask = s["completion_mask"].float()
+            with torch.no_grad():
+                current = ref_token_logps(model, s["prompt_ids"], s["prompt_mask"], s["completion_ids"],
+                                          s["completion_mask"], temperature)
+            offset = _shifts(mask, s["advantages"])
+            s["old_per_token_logps"] = current - offset
+            margins.append(clip_margin(offset, mask, objective))
+            parts.append(s)
+        their_loss = sum(trainer._compute_loss(model, s) for s in parts)
+        our_loss = _window_loss(model, parts, objective, temperature)
+        their_grads.append(_grads(model, their_loss))
+        our_grads.append(_grads(model, our_loss))
+        theirs.append(their_loss.detach())
+        ours.append(our_loss.detach())
+        tokens.append(int(sum(s["completion_mask"].sum() for s in parts)))
+        updates.append(parts)
+    if min(margins) < MIN_CLIP_MARGIN:
+        raise AssertionError(f"verify scenario: a ratio lies {min(margins):.2g} from a clip edge")
+    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "aggregation"))
+    note = f"{len(windows)} updates of {ga} micro-batches, tokens per update {tokens}"
+    checks.append(_compare("policy loss (ratio, clip, aggregation)", eq, torch.stack(ours), torch.stack(theirs),
+                           note=note))
+    checks.append(_compare("gradient of the policy loss, all parameters", eq, torch.cat(our_grads),
+                           torch.cat(their_grads), note=note))
     if objective.get("overlong_reward"):
         checks.append(_check_soft_overlong(plan, objective))
+    if plan.recipe.dynamic_sampling and plan.recipe.dynamic_sampling.enabled.value:
+        checks += _check_dynamic_sampling(recipe_name, sets, objective)
     if plan.recipe.exact_token_normaliser and plan.recipe.exact_token_normaliser.value:
-        trl_own = trainer._compute_loss(model, {**inputs, "num_items_in_batch": gen["completion_mask"].sum()})
-        dev = _compare("TRL's own dapo normaliser, without paperrl's exact_token_normaliser",
-                       plan.recipe.objective.aggregation.source, ours, trl_own, note=note)
-        if dev.status == "FAIL":
-            dev.status = "KNOWN DEVIATION"
-            dev.note = ("TRL divides by the rollout's tokens x accumulation / steps_per_generation, exact only when "
-                        f"every mini-batch holds as many tokens ({note}); paperrl's subclass fixes it (rows above)")
-        checks.append(dev)
+        checks.append(_trl_normaliser_deviation(plan, trainer, updates, torch.stack(ours), gen, tokens))
     return checks
+
+
+def _check_dynamic_sampling(recipe_name: str, sets: list[str], objective: dict) -> list[Check]:
+    """DAPO §3.2 on the scenario: a rollout of 8 groups whose first 2 have equal rewards. Round 1 keeps groups
+    2-7; each later round asks for the 2 missing groups, and the scenario hands out its next ones: round 2
+    groups 0-1 (dropped), round 3 groups 2-3 (kept). The advantages must be the paper's over the kept groups."""
+    from paperrl import recipe as recipes
+    from paperrl.resolve import Options, resolve
+
+    plan = _plan(recipe_name, sets, gradient_accumulation_steps=1, steps_per_generation=4,
+                 per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
+    plan.dynamic_sampling = {**resolve(recipes.load(recipe_name, sets), Options(output_dir="/tmp/paperrl-verify"))
+                             .dynamic_sampling, "metric": "reward", "oversample": 1.0, "max_rounds": 10}
+    scenario = _Scenario()
+    trainer = _trainer(plan, [scenario])
+    scenario.attach(trainer)
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    kept_groups = [2, 3, 4, 5, 6, 7, 2, 3]
+    expected = torch.tensor([float(REWARDS[g * GROUP + i]) for g in kept_groups for i in range(GROUP)])
+    rollout = trainer.last_rollout
+    src = plan.recipe.dynamic_sampling
+    note = (f"{rollout['rounds']} rounds, {rollout['kept']} of {rollout['need']} groups kept; filtered on the "
+            "scenario's reward, which stands in for the accuracy")
+    return [
+        _compare("dynamic sampling: the kept groups are the informative ones, in order", src.enabled.source,
+                 expected, rollout["rewards_per_func"][:, 0], note=note),
+        _compare(f"dynamic sampling: advantage ({objective['advantage']}) over the kept groups",
+                 plan.recipe.objective.advantage.source, ref_advantages(expected, GROUP, objective["advantage"]),
+                 out["advantages"], note=note),
+    ]
+
+
+def _window_loss(model, parts, objective, temperature):
+    """The paper's loss of one update: its micro-batches joined (padding to a common width)."""
+    width = max(p["completion_ids"].shape[1] for p in parts)
+    pwidth = max(p["prompt_ids"].shape[1] for p in parts)
+
+    def cat(key, w, left, value=0):
+        return torch.cat([torch.nn.functional.pad(p[key], (w - p[key].shape[1], 0) if left else (0, w - p[key].shape[1]),
+                                                  value=value) for p in parts])
+
+    prompt_ids, prompt_mask = cat("prompt_ids", pwidth, True), cat("prompt_mask", pwidth, True)
+    completion_ids, completion_mask = cat("completion_ids", width, False), cat("completion_mask", width, False)
+    old = cat("old_per_token_logps", width, False)
+    logps = ref_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    advantages = torch.cat([p["advantages"] for p in parts])
+    return ref_policy_loss(logps, old, completion_mask.float(), advantages, objective, MAX_LEN)
+
+
+def _trl_normaliser_deviation(plan, trainer, updates, ours, gen, tokens) -> Check:
+    """What TRL's own `dapo` normaliser gives on the same updates (paperrl's subclass replaces it).
+
+    TRL divides every update by one estimate, the rollout's tokens x accumulation / steps_per_generation;
+    the paper by the update's own tokens N. Its loss is therefore the paper's times N / estimate."""
+    total = gen["completion_mask"].sum()
+    theirs = torch.stack([sum(trainer._compute_loss(trainer.model, {**s, "num_items_in_batch": total}) for s in u)
+                          .detach() for u in updates])
+    estimate = float(total) * trainer.args.gradient_accumulation_steps / trainer.args.steps_per_generation
+    predicted = max(abs(n / estimate - 1) for n in tokens)
+    check = _compare("TRL's own dapo normaliser (without paperrl's exact_token_normaliser)",
+                     plan.recipe.objective.aggregation.source, ours, theirs,
+                     note=f"TRL divides every update by {estimate:g} tokens; the updates hold {tokens}: "
+                          f"N / estimate - 1 predicts {predicted:.1%}")
+    check.relative = ((theirs - ours).abs() / ours.abs().clamp(min=1e-12)).max().item()  # per update
+    return _bounded(check, "trl_token_normaliser", plan.recipe.deviations)
+
+
+def _bounded(check: Check, key: str, deviations: dict) -> Check:
+    """A known deviation: tolerated up to the recipe's stated bound, FAIL beyond it (or without one)."""
+    if check.status == "PASS":
+        return check
+    if key not in deviations:
+        check.note += f"; the recipe states no bound (deviations.{key})"
+        return check
+    check.bound = deviations[key].max_relative
+    check.status = "KNOWN DEVIATION" if check.relative <= check.bound else "FAIL"
+    check.note += f"; tolerated up to {check.bound:.0%} (the recipe's deviations.{key})"
+    return check
 
 
 def _check_soft_overlong(plan, objective) -> Check:
@@ -296,50 +445,45 @@ def _check_soft_overlong(plan, objective) -> Check:
 
 
 def verify_rloo(recipe_name: str, sets: list[str]) -> list[Check]:
+    # The scenario's first 4 groups: one rollout of 16 completions in 2 mini-batches of 8.
     plan = _plan(recipe_name, sets, gradient_accumulation_steps=1, steps_per_generation=2,
-                 per_device_train_batch_size=8, num_generations=4, max_completion_length=3)
+                 per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
     beta = _objective(plan.recipe)["kl_in_reward"]
-    g = plan.config["num_generations"]
-    trainer = _trainer(plan, [_TableReward(g)])
+    scenario = _Scenario()
+    trainer = _trainer(plan, [scenario])
     trainer.current_gradient_accumulation_steps = 1
+    scenario.attach(trainer)
     _perturb(trainer.model)  # so that the policy differs from the reference and the KL term is not zero
     batch = next(iter(trainer.get_train_dataloader()))
-    torch.manual_seed(SEED)
     out = trainer._generate_and_score_completions(batch)
     model, ref = trainer.model, trainer.ref_model
+    args = (out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"],
+            plan.config.get("temperature", 1.0))
+    mask = out["completion_mask"].float()
     with torch.no_grad():
-        args = (out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"],
-                plan.config.get("temperature", 1.0))
-        mask = out["completion_mask"].float()
         kl = ((ref_token_logps(model, *args) - ref_token_logps(ref, *args)) * mask).sum(-1)
-    rewards = torch.tensor(_TableReward(g)(completions=[None] * len(batch))) - beta * kl
+    rewards = torch.tensor(REWARDS[: len(batch)], dtype=torch.float32) - beta * kl
+    src = plan.recipe.objective
     checks = [_compare("advantage: leave-one-out baseline, KL in the reward",
-                       f"{plan.recipe.objective.advantage.source}; {plan.recipe.objective.kl_in_reward.source}",
-                       ref_advantages(rewards, g, "leave_one_out"), out["advantages"], rel=1e-3)]
-    # TRL's loss is PPO-clipped; the paper's REINFORCE is not. Equal on-policy, not off-policy.
+                       f"{src.advantage.source}; {src.kl_in_reward.source}",
+                       ref_advantages(rewards, GROUP, "leave_one_out"), out["advantages"], rel=1e-3)]
+    # On-policy (the rollout's first mini-batch) and off-policy (its second), with sequence log-ratios
+    # written by hand, some beyond TRL's default clip of 1 +/- 0.2: the paper's REINFORCE is unclipped.
     inputs = dict(out)
     logps = ref_token_logps(model, *args)
-    theirs_on = trainer._compute_loss(model, {**inputs, "old_logps": (logps.detach() * mask).sum(-1)})
-    grad_on = _grads(model, theirs_on)
-    ours_grad = _grads(model, ref_reinforce_loss(ref_token_logps(model, *args), mask, inputs["advantages"]))
-    checks.append(_compare("REINFORCE gradient, on-policy", plan.recipe.objective.ratio.source, ours_grad, grad_on))
-    shifted = (logps.detach() * mask).sum(-1) - torch.tensor([0.5, -0.5, 0.3, -0.4] * 8)[: mask.shape[0]]
-    grad_off = _grads(model, trainer._compute_loss(model, {**inputs, "old_logps": shifted}))
-    weights = torch.exp((logps.detach() * mask).sum(-1) - shifted)
-    ours_off = _grads(model, -(inputs["advantages"] * weights * (ref_token_logps(model, *args) * mask).sum(-1)).mean())
-    eq = plan.recipe.objective.ratio.source
+    seq_logps = (logps.detach() * mask).sum(-1)
+    theirs_on = trainer._compute_loss(model, {**inputs, "old_logps": seq_logps})
+    ours_on = ref_reinforce_loss(ref_token_logps(model, *args), mask, inputs["advantages"])
+    eq = src.ratio.source
+    checks.append(_compare("REINFORCE gradient, on-policy", eq, _grads(model, ours_on), _grads(model, theirs_on)))
+    shift = torch.tensor([0.5, -0.5, 0.3, -0.4] * 4)[: mask.shape[0]]
+    weights = torch.exp(shift)
+    theirs_off = trainer._compute_loss(model, {**inputs, "old_logps": seq_logps - shift})
+    ours_off = -(inputs["advantages"] * weights * (ref_token_logps(model, *args) * mask).sum(-1)).mean()
     checks.append(_compare("REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)", eq,
-                           ours_off, grad_off))
-    low, high = trainer.epsilon_low, trainer.epsilon_high
-    trainer.epsilon_low = trainer.epsilon_high = 0.2  # TRL's default clip range
-    grad_default = _grads(model, trainer._compute_loss(model, {**inputs, "old_logps": shifted}))
-    trainer.epsilon_low, trainer.epsilon_high = low, high
-    dev = _compare("TRL's default RLOO clip (epsilon 0.2), without the recipe's setting", eq, ours_off, grad_default)
-    if dev.status == "FAIL":
-        dev.status = "KNOWN DEVIATION"
-        dev.note = ("TRL clips RLOO's sequence ratio at 1 +/- 0.2 (PPO); the paper's REINFORCE does not. Identical "
-                    "on-policy; differs on the second mini-batch of a rollout. The recipe sets epsilon beyond reach")
-    checks.append(dev)
+                           _grads(model, ours_off), _grads(model, theirs_off),
+                           note="sequence ratios e^0.5, e^-0.5, e^0.3, e^-0.4: TRL's default epsilon 0.2 would clip "
+                                "them; the recipe sets epsilon beyond reach"))
     return checks
 
 
@@ -419,7 +563,10 @@ def verify(recipe_name: str, sets: list[str]) -> list[Check]:
     recipe = recipes.load(recipe_name, sets)
     if not any(v is not None for _, v in recipe.objective):
         raise PaperrlError(f"{recipe_name}: the recipe states no `objective`; nothing to verify")
-    return VERIFIERS[recipe.trainer](recipe_name, sets)
+    checks = VERIFIERS[recipe.trainer](recipe_name, sets)
+    if not checks:  # a verifier that checks nothing must not read as a pass
+        checks = [Check("the recipe's objective", "", float("inf"), 0.0, note="no check was run")]
+    return checks
 
 
 def main(recipe: str | None, all_: bool, sets: list[str], fmt: str) -> int:
@@ -465,10 +612,11 @@ def _print(results):
     console = Console(width=None if sys.stdout.isatty() else 180)
     for name, checks in results.items():
         table = Table(title=f"paperrl verify {name}", show_lines=False)
-        for col in ("check", "paper", "max |diff|", "relative", "tolerance", "result"):
+        for col in ("check", "paper", "max |diff|", "relative", "tolerance", "bound", "result"):
             table.add_column(col, overflow="fold")
         for c in checks:
             colour = {"PASS": "green", "FAIL": "red"}.get(c.status, "yellow")
             table.add_row(c.check + (f"\n[dim]{c.note}[/dim]" if c.note else ""), c.equation, f"{c.max_abs_diff:.3g}",
-                          f"{c.relative:.1%}", f"{c.tolerance:.3g}", f"[{colour}]{c.status}[/{colour}]")
+                          f"{c.relative:.1%}", f"{c.tolerance:.3g}",
+                          f"{c.bound:.0%}" if c.bound is not None else "", f"[{colour}]{c.status}[/{colour}]")
         console.print(table)

@@ -10,7 +10,6 @@ from paperrl import data as datamod
 from paperrl import recipe as recipes
 from paperrl import rewards
 from paperrl.resolve import Options, resolve
-from paperrl.sampling import group_advantages
 from paperrl.train import build_trainer
 
 REWARD = "tests.rewards_for_tests:controlled"
@@ -59,14 +58,20 @@ def test_without_dynamic_sampling_the_same_data_has_zero_variance_groups(cache_d
     assert trainer._metrics["train"]["frac_reward_zero_std"][-1] > 0
 
 
-def test_advantages_use_the_kept_batch():
-    rewards_ = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    adv_group = group_advantages(rewards_, 3, "group")
-    adv_batch = group_advantages(rewards_, 3, "batch")
-    adv_none = group_advantages(rewards_, 3, "none")
-    assert adv_none.tolist() == pytest.approx([1 / 3, -2 / 3, 1 / 3, 2 / 3, -1 / 3, -1 / 3])
-    assert adv_group[0].item() == pytest.approx((1 / 3) / (rewards_[:3].std().item() + 1e-4))
-    assert adv_batch[0].item() == pytest.approx((1 / 3) / (rewards_.std().item() + 1e-4))
+@pytest.mark.parametrize("option", ["scale_rewards=batch", "multi_objective_aggregation=normalize_then_sum"])
+def test_advantages_are_trls_own_over_the_kept_batch(cache_dir, option):
+    """TRL computes the advantages on the kept batch, with whatever advantage options the run sets."""
+    trainer, _ = _trainer("dynamic_sampling.enabled=true", "dynamic_sampling.oversample=1.5", option)
+    out = trainer._generate_and_score_completions(_generation_batch(trainer))
+    rewards_ = trainer.last_rollout["rewards_per_func"][:, 0]
+    g = trainer.num_generations
+    centred = rewards_.view(-1, g) - rewards_.view(-1, g).mean(dim=1, keepdim=True)
+    if option.startswith("scale_rewards"):  # group mean, batch std
+        expected = centred.flatten() / (rewards_.std() + 1e-4)
+    else:  # normalise each reward function per group, sum, then normalise over the batch
+        per_func = (centred / (rewards_.view(-1, g).std(dim=1, keepdim=True) + 1e-4)).flatten()
+        expected = (per_func - per_func.mean()) / (per_func.std() + 1e-4)
+    assert out["advantages"].tolist() == pytest.approx(expected.tolist(), abs=1e-4)
 
 
 def test_bound_reached_trains_on_fill_and_counts_it(cli, tmp_path):
