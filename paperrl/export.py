@@ -1,14 +1,19 @@
 """`--dry-run --format python`: the resolved recipe as a standalone plain-TRL script (no paperrl import).
 
-The script holds the resolved config values, and copies of the code paperrl adds on top of TRL
-(reward wrappers, the BEMA callback, the dynamic-sampling and normaliser subclasses, the demo
-task), taken from paperrl's own source so that the two can never drift apart.
+The script holds the resolved config values, and copies of the code paperrl adds on top of TRL,
+taken from paperrl's own source (with every function and constant they use) so that the two cannot
+drift apart: the data pipeline (loading, column map, row filters, prompt template and cap, chat
+format), the reward functions, the callbacks, the LoRA config, the dynamic-sampling and normaliser
+subclasses, the demo task. `build_trainer()` builds the trainer exactly as paperrl does;
+tests/test_export.py compares what the two trainers receive.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import pprint
+import re
 import textwrap
 
 from paperrl import demo, rewards
@@ -27,9 +32,30 @@ def _module_body(module) -> str:
     return body.replace(f'"""{doc}"""', "", 1).strip()
 
 
+def _with_dependencies(module, objects, skip=()) -> str:
+    """`objects` and every function and constant of `module` they use, transitively, as source:
+    constants first (as their repr), then the functions in the module's order."""
+    def names(code) -> set[str]:
+        return set(code.co_names).union(*(names(c) for c in code.co_consts if inspect.iscode(c)))
+
+    functions, constants, todo = {}, {}, list(objects)
+    while todo:
+        fn = todo.pop()
+        if fn.__name__ in functions:
+            continue
+        functions[fn.__name__] = fn
+        for name in sorted(names(fn.__code__) - set(skip)):
+            value = vars(module).get(name)
+            if inspect.isfunction(value) and value.__module__ == module.__name__:
+                todo.append(value)
+            elif isinstance(value, (str, int, float, tuple, frozenset, dict, re.Pattern)) and not name.startswith("__"):
+                constants[name] = value
+    ordered = sorted(functions.values(), key=lambda f: f.__code__.co_firstlineno)
+    return "\n\n".join([*(f"{k} = {v!r}" for k, v in constants.items()), _source(*ordered)])
+
+
 def _rewards(plan: Plan) -> tuple[str, str]:
-    code, calls = [], []
-    helpers = False
+    code, calls, builtins = [], [], []
     for spec in plan.rewards:
         name = spec["name"]
         if name.startswith("model:"):
@@ -43,42 +69,69 @@ def _rewards(plan: Plan) -> tuple[str, str]:
                 code.append(f"from {target} import {func}")
             calls.append(f"{func}(**{spec['args']!r})" if spec["args"] else func)
         else:
-            helpers = True
-            code.append(_source(rewards.BUILTIN[name]))
+            builtins.append(rewards.BUILTIN[name])
             calls.append(f"{name}(**{spec['args']!r})")
-    if helpers:
-        code.insert(0, _source(rewards._text, rewards._as_chat, rewards._rescale))
+    if builtins:
+        code.insert(0, _with_dependencies(rewards, builtins))
     return "\n\n".join(code), "[" + ", ".join(calls) + "]"
 
 
+def _data_module() -> str:
+    """paperrl's data functions and constants, verbatim: the script loads, maps, filters, caps and
+    formats the data with the same code as paperrl (only `_note`, a log line, is the script's own)."""
+    from paperrl import data
+
+    note = ("def _note(plan, notes):\n    if notes:\n        print(f\"dataset {plan.dataset}: \" + \"; \".join(notes), "
+            "file=sys.stderr)")
+    return "\n\n".join(["class PaperrlError(Exception):\n    pass", note,
+                        _with_dependencies(data, [data.load, data.prepare], skip=("_note",))])
+
+
+def _plan_view(plan: Plan) -> str:
+    """The parts of the plan that the data functions and the LoRA config read, as plain namespaces."""
+    recipe = plan.recipe
+
+    def entry(sourced):
+        return f"SimpleNamespace(value={sourced.value!r})" if sourced is not None else "None"
+
+    options = {k: getattr(plan.options, k) for k in ("split", "subset", "columns", "lora_r", "lora_alpha")}
+    dataset = f"SimpleNamespace(**{recipe.dataset.model_dump()!r})" if recipe.dataset else "None"
+    kind = {k: getattr(plan.kind, k) for k in ("name", "online", "columns")}
+    return (f"PLAN = SimpleNamespace(\n    dataset={plan.dataset!r}, demo_mode={plan.demo_mode!r},\n"
+            f"    kind=SimpleNamespace(**{kind!r}),\n"
+            f"    options=SimpleNamespace(**{options!r}),\n"
+            f"    recipe=SimpleNamespace(name={recipe.name!r}, trainer={recipe.trainer!r}, dataset={dataset},\n"
+            f"                           prompt_template={entry(recipe.prompt_template)}, "
+            f"chat_template={entry(recipe.chat_template)}),\n)")
+
+
 def _data(plan: Plan) -> str:
+    parts = [_data_module(), _plan_view(plan)]
     if plan.dataset and plan.dataset.startswith("demo:"):
-        return "\n\n".join([
+        parts += [
             "import random",
-            f"SEED, MAX_OPERAND, HELD_OUT = {demo.SEED}, {demo.MAX_OPERAND}, {demo.HELD_OUT}",
+            f"SEED, MAX_OPERAND, TEST_PAIRS, VALIDATION_PAIRS = {demo.SEED}, {demo.MAX_OPERAND}, "
+            f"{demo.TEST_PAIRS}, {demo.VALIDATION_PAIRS}",
             _source(demo._pairs, demo._wrong, demo.rows),
-            f"train_dataset = Dataset.from_list(rows({plan.recipe.trainer!r}, 'train'))",
-        ])
-    from pathlib import Path
-
-    from paperrl.data import _FORMATS
-
-    path = Path(plan.dataset)
-    if path.suffix in _FORMATS:
-        load = f"load_dataset({_FORMATS[path.suffix]!r}, data_files={str(path)!r}, split='train')"
+            "def load_train_dataset():\n"
+            f"    return Dataset.from_list(rows({plan.recipe.trainer!r}, 'train'))",
+        ]
     else:
-        load = f"load_dataset({plan.dataset!r}, {plan.options.subset!r}, split={plan.options.split or 'train'!r})"
-    lines = [f"train_dataset = {load}"]
-    mapping = dict(plan.recipe.dataset.columns) if plan.recipe.dataset and plan.recipe.dataset.name == plan.dataset else {}
-    mapping.update(dict(item.split("=", 1) for item in plan.options.columns))
-    for name, column in mapping.items():
-        if "." in column:
-            top, *keys = column.split(".")
-            lines.append(f"train_dataset = train_dataset.map(lambda v: {{{name!r}: v{''.join(f'[{k!r}]' for k in keys)}}}, "
-                         f"input_columns={top!r})")
-        elif name != column:
-            lines.append(f"train_dataset = train_dataset.rename_column({column!r}, {name!r})")
-    return "\n".join(lines)
+        parts.append("def load_train_dataset():\n    return load(PLAN)")
+    return "\n\n".join(parts)
+
+
+def _callbacks(plan: Plan) -> tuple[str, str]:
+    """(the callbacks' classes, as paperrl defines them; the list expression)."""
+    from paperrl.recipe import CALLBACKS
+
+    classes = {}
+    for spec in plan.callbacks:
+        module, name = CALLBACKS[spec["name"]].split(":")
+        classes[name] = getattr(importlib.import_module(module), name)
+    code = _source(*classes.values()) if classes else ""
+    calls = [f"{CALLBACKS[c['name']].split(':')[1]}(**{c['args']!r})" for c in plan.callbacks]
+    return code, "[" + ", ".join(calls) + "]"
 
 
 def script(plan: Plan) -> str:
@@ -90,7 +143,7 @@ def script(plan: Plan) -> str:
         f'"""Plain TRL for the paperrl recipe {plan.recipe.name}: {plan.recipe.title} (arXiv {plan.recipe.arxiv}).\n\n'
         'Exported by `paperrl ... --dry-run --format python`. It imports no paperrl code.\n'
         'Run it with `python this_script.py`; `--print-config` prints the resolved TRL config and exits."""',
-        "import json\nimport math\nimport re\nimport sys\nimport warnings\nfrom pathlib import Path\n\nimport torch\nfrom datasets import Dataset, load_dataset\n"
+        "from __future__ import annotations\n\nimport json\nimport math\nimport re\nimport sys\nimport warnings\nfrom pathlib import Path\nfrom types import SimpleNamespace\n\nimport torch\nfrom datasets import Dataset, load_dataset\n"
         "from transformers import AutoTokenizer, TrainerCallback\n"
         f"with warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n"
         f"    from {config_module} import {config_class}\n    from {trainer_module} import {trainer_class}",
@@ -98,13 +151,10 @@ def script(plan: Plan) -> str:
     ]
     if reward_code:
         parts.append("# reward functions, as paperrl defines them\n" + reward_code)
-    callbacks = "[]"
-    if plan.callbacks:
-        from paperrl.callbacks import BEMA
-
-        parts.append("# BEMA, paperrl's implementation (TRL 1.16's BEMACallback fails on frozen/PEFT models)\n"
-                     + _source(BEMA))
-        callbacks = "[" + ", ".join(f"BEMA(**{c['args']!r})" for c in plan.callbacks) + "]"
+    callback_code, callbacks = _callbacks(plan)
+    if callback_code:
+        parts.append("# callbacks, paperrl's implementation (TRL 1.16's BEMACallback fails on frozen/PEFT models)\n"
+                     + callback_code)
     trainer_expr = trainer_class
     if plan.dynamic_sampling:
         from paperrl import sampling
@@ -117,26 +167,34 @@ def script(plan: Plan) -> str:
         parts.append("# DAPO Eq. 12's exact token normaliser, paperrl's subclass\n" + _module_body(normaliser))
         trainer_expr = f"with_exact_token_normaliser({trainer_expr})"
     parts.append("# data\n" + _data(plan))
+    from paperrl.train import _peft_config
+
+    parts.append("# LoRA (--lora-r), as paperrl builds it\n" + _source(_peft_config))
     reward_arg = f"\n        reward_funcs={reward_list}," if plan.kind.online else ""
-    chat = plan.recipe.chat_template is None or bool(plan.recipe.chat_template.value)
     parts.append(textwrap.dedent(f'''\
-        def main():
+        def build_trainer():
+            """The trainer, built as paperrl builds it: the same data, settings, rewards, callbacks and LoRA."""
             args = {config_class}(**CONFIG)
-            if "--print-config" in sys.argv:
-                print(json.dumps(args.to_dict(), default=str))
-                return
             tokenizer = AutoTokenizer.from_pretrained(MODEL)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            data = train_dataset
-            if {chat} and getattr(tokenizer, "chat_template", None) and isinstance(data[0].get("prompt"), str):
-                data = data.map(lambda p: {{"prompt": [{{"role": "user", "content": p}}]}}, input_columns="prompt")
-            trainer = ({trainer_expr})(
-                model=MODEL, args=args, train_dataset=data, processing_class=tokenizer,{reward_arg}
-                callbacks={callbacks},
-            )
+            data = prepare(load_train_dataset(), PLAN, tokenizer)
+            kwargs = dict(model=MODEL, args=args, train_dataset=data, processing_class=tokenizer,{reward_arg}
+                          callbacks={callbacks})
+            if _peft_config(PLAN) is not None:
+                kwargs["peft_config"] = _peft_config(PLAN)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*experimental.*")
+                return ({trainer_expr})(**kwargs)
+
+
+        def main():
+            if "--print-config" in sys.argv:
+                print(json.dumps({config_class}(**CONFIG).to_dict(), default=str))
+                return
+            trainer = build_trainer()
             trainer.train()
-            trainer.save_model(args.output_dir + "/model")
+            trainer.save_model(trainer.args.output_dir + "/model")
 
 
         if __name__ == "__main__":
