@@ -155,3 +155,21 @@ def test_bad_dataset_and_reward_together(cli, tmp_path):
     result = cli("gspo", "--model", "x", "--dataset", data, "--reward", "tests.rewards_for_tests:nope",
                  "--output-dir", tmp_path / "r")
     assert_user_error(result, "has no function 'nope'", "needs the columns prompt")
+
+
+def test_workers_get_the_plan_as_json_without_secrets(cache_dir, monkeypatch):
+    """The launcher hands its resolved plan to the workers as JSON in their environment (never a pickle
+    read from a path), and a secret given by --set is not in it."""
+    from paperrl import recipe as recipes
+    from paperrl.resolve import Options, Plan, resolve
+
+    monkeypatch.setenv("HF_TOKEN", "")
+    secret = "hf_NotARealToken1234567890"
+    plan = resolve(recipes.load("dapo", [f"hub_token={secret}", "dynamic_sampling.max_rounds=3"]),
+                   Options(model="m", num_processes=2, lora_r=4))
+    text = plan.to_json()
+    assert secret not in text
+    again = Plan.from_json(json.dumps(json.loads(text)))
+    assert again.recipe == plan.recipe and again.recipe.user_set == plan.recipe.user_set
+    assert (again.config, again.options, again.rewards, again.dynamic_sampling) == \
+           (plan.config, plan.options, plan.rewards, plan.dynamic_sampling)
