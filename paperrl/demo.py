@@ -65,15 +65,18 @@ def cache_dir() -> Path:
 
 
 def build_key() -> str:
-    """A hash of the code that builds the model (this file) and of the libraries it runs on: a changed
+    """A hash of the code and constants that build the model and of the libraries it runs on: a changed
     warm-up or a new torch builds a new model instead of reusing a stale one."""
     import hashlib
+    import inspect
     from importlib.metadata import version
 
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    for package in ("torch", "transformers", "tokenizers"):
-        digest.update(f"{package}=={version(package)}".encode())
-    return digest.hexdigest()[:12]
+    code = [inspect.getsource(f) for f in (_pairs, _wrong, rows, _tokenizer, _model, _batch, _answers_right,
+                                           _warm_up, ensure_model)]
+    constants = (SEED, MAX_OPERAND, TEST_PAIRS, VALIDATION_PAIRS, WARM_UP_TARGET, WARM_UP_MAX_STEPS,
+                 WARM_UP_CHECK_EVERY, _ALPHABET, _SPECIALS)
+    libraries = [f"{package}=={version(package)}" for package in ("torch", "transformers", "tokenizers")]
+    return hashlib.sha256(repr((code, constants, libraries)).encode()).hexdigest()[:12]
 
 
 def model_dir() -> Path:
@@ -177,8 +180,9 @@ def _answers_right(model, tokenizer, rows_: list[dict]) -> float:
     import torch
 
     ids, mask, lab = _batch(tokenizer, rows_)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+        predicted = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].argmax(-1).cpu()
     target = lab[:, 1:]
     wrong = ((predicted != target) & (target != -100)).any(dim=1)
     return 1 - wrong.float().mean().item()
@@ -244,36 +248,31 @@ METRICS = {  # what evaluate() measures, by trainer kind
 
 
 def evaluate(model, tokenizer, trainer: str, split: str = "test") -> dict:
-    """The demo task's metric on one split: exact-match accuracy, or preference accuracy."""
+    """The demo task's metric on one split: exact-match accuracy of greedy answers, or preference accuracy."""
     import torch
 
     rows_ = rows(trainer, split)
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    right = 0
     with torch.no_grad():
-        for row in rows_:
-            if trainer in ("dpo", "cpo"):
-                chosen, rejected = (_logprob(model, tokenizer, row["prompt"], row[k], device) for k in ("chosen", "rejected"))
-                right += chosen > rejected
-            else:
-                ids = torch.tensor([tokenizer(row["prompt"])["input_ids"]], device=device)
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
-                                     do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
-                text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-                right += text.strip() == row.get("solution", row.get("completion"))
+        if trainer in ("dpo", "cpo"):
+            chosen = _answer_logprobs(model, tokenizer, [{**r, "completion": r["chosen"]} for r in rows_])
+            rejected = _answer_logprobs(model, tokenizer, [{**r, "completion": r["rejected"]} for r in rows_])
+            value, kind = (chosen > rejected).float().mean().item(), "preference"
+        else:
+            answers = [{"prompt": r["prompt"], "completion": r.get("solution", r.get("completion"))} for r in rows_]
+            value, kind = _answers_right(model, tokenizer, answers), "generation"
     model.train(was_training)
-    kind = "preference" if trainer in ("dpo", "cpo") else "generation"
-    return {"metric": f"{split} {METRICS[kind]}", "split": split, "n": len(rows_), "value": right / len(rows_)}
+    return {"metric": f"{split} {METRICS[kind]}", "split": split, "n": len(rows_), "value": value}
 
 
-def _logprob(model, tokenizer, prompt: str, answer: str, device) -> float:
+def _answer_logprobs(model, tokenizer, rows_: list[dict]):
+    """log pi(answer + EOS | prompt) per row, in one forward pass."""
     import torch
 
-    p = tokenizer(prompt)["input_ids"]
-    a = tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
-    ids = torch.tensor([p + a], device=device)
-    logits = model(input_ids=ids).logits[0, len(p) - 1:-1]
-    return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(a, device=device)[:, None]).sum().item()
+    ids, mask, lab = _batch(tokenizer, rows_)
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+    target = lab[:, 1:].to(device)
+    token = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (token * (target != -100)).sum(-1).cpu()

@@ -301,7 +301,7 @@ def _train(plan: Plan) -> int:
 
     if status == "completed":
         trainer.save_model(str(out / "model"))
-    after = _evaluate(plan, trainer) if plan.demo_mode and status == "completed" else None
+    after = _evaluate_after(trainer, plan, bema) if plan.demo_mode and status == "completed" else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         print(f"paperrl: process {_rank()}/{world} trained {trainer.state.global_step} steps", file=sys.stderr)
@@ -322,6 +322,20 @@ def _train(plan: Plan) -> int:
 def _evaluate(plan: Plan, trainer):
     model = trainer.accelerator.unwrap_model(trainer.model)
     return demo.evaluate(model, trainer.processing_class, plan.recipe.trainer)
+
+
+def _evaluate_after(trainer, plan: Plan, bema) -> dict:
+    """The trained weights; with BEMA, the BEMA average (what the paper evaluates) and the raw iterate beside it."""
+    raw = _evaluate(plan, trainer)
+    if bema is None or not bema.bema:
+        return raw
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    saved = bema.swap_in(model)
+    try:
+        averaged = _evaluate(plan, trainer)
+    finally:
+        bema.swap_out(saved)
+    return {**averaged, "weights": "BEMA average", "raw_iterate": raw["value"]}
 
 
 def _headline(rows: list[dict]) -> str | None:
@@ -346,7 +360,12 @@ def _summary(plan, trainer, rows, out, status, elapsed, before, after) -> dict:
         "checkpoint": str(_last_checkpoint(out)) if _last_checkpoint(out) else None,
     }
     if before is not None and after is not None:
-        summary["eval"] = {"metric": before["metric"], "before": before["value"], "after": after["value"]}
+        summary["eval"] = {
+            "metric": before["metric"], "split": before["split"], "n": before["n"],
+            "before": before["value"], "after": after["value"], "seeds": 1,
+            "note": "one seed: `make results` reports the mean and a 95% interval over seeds",
+            **{k: after[k] for k in ("weights", "raw_iterate") if k in after},
+        }
     import torch
 
     if torch.cuda.is_available():
@@ -386,7 +405,9 @@ def _print_summary(summary: dict, rows: list[dict]) -> None:
         table.add_row(summary["metric"], f"{_num(summary['start'])} -> {_num(summary['end'])} (first -> last log)")
     if "eval" in summary:
         e = summary["eval"]
-        table.add_row(e["metric"], f"{e['before']:.3f} -> {e['after']:.3f} (before -> after)")
+        raw = f", raw iterate {e['raw_iterate']:.3f}" if "raw_iterate" in e else ""
+        table.add_row(e["metric"], f"{e['before']:.3f} -> {e['after']:.3f} (before -> after, n = {e['n']}, one "
+                                   f"seed{raw})")
     for key, line in sparklines(rows):
         table.add_row(key, line)
     if summary["model_dir"]:
