@@ -162,6 +162,10 @@ def prepare(data, plan, tokenizer):
         before = len(data)
         data = drop_long_prompts(data, tokenizer, recipe_ds.max_prompt_tokens)
         _note(plan, [f"dropped {before - len(data)} of {before} rows with prompts over {recipe_ds.max_prompt_tokens} tokens"])
+    if not plan.kind.online:  # TRL's preference trainers refuse other columns (SimPO's UltraFeedback has `messages`)
+        keep = next((set(option) for option in plan.kind.columns if set(option) <= set(data.column_names)), None)
+        if keep:
+            data = data.remove_columns([c for c in data.column_names if c not in keep])
     chat = plan.recipe.chat_template
     return as_chat(data, tokenizer, chat is None or bool(chat.value))
 
