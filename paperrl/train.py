@@ -260,6 +260,7 @@ def _train(plan: Plan) -> int:
     main = _rank() == 0
     dataset, funcs = _load_inputs(plan)
     if plan.demo_mode:
+        demo.one_thread()
         demo.ensure_model()
     out = Path(plan.config["output_dir"])
     checkpoint = None

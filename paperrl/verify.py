@@ -154,6 +154,7 @@ def _trainer(plan, reward_funcs=()):
     from paperrl import data as datamod
     from paperrl.train import build_trainer
 
+    demo.one_thread()
     demo.ensure_model()
     torch.manual_seed(SEED)
     trainer = build_trainer(plan, datamod.load(plan), list(reward_funcs))
