@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # a multi-GB CUDA build. GPU machines get the default build (torch is not capped).
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench results clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# Every number the README quotes: the demo over 3 seeds, verify, start-up ratios -> results/RESULTS.md
+results: setup
+	$(PY) bench/results.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -39,22 +39,32 @@ def wall(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def measure(rounds: int) -> dict[str, list[float]]:
+    """Wall times of every command, `rounds` interleaved rounds after one warm-up round."""
+    times: dict[str, list[float]] = {" ".join(c): [] for c in COMMANDS}
+    for c in COMMANDS:  # warm the file cache once
+        wall(c)
+    for _ in range(rounds):
+        for c in COMMANDS:
+            times[" ".join(c)].append(wall(c))
+    return times
+
+
+def table(times: dict[str, list[float]]) -> list[str]:
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    trl = median["trl --help"]
+    return ["| command | median (s) | fastest (s) | median / `trl --help` | under 0.3 s |", "|---|---|---|---|---|",
+            *[f"| `{name}` | {m:.3f} | {min(times[name]):.3f} | {m / trl:.2f} | {'yes' if m < GOAL_S else 'no'} |"
+              for name, m in median.items()]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("STARTUP.md"))
     args = parser.parse_args()
-    times: dict[str, list[float]] = {" ".join(c): [] for c in COMMANDS}
-    for c in COMMANDS:  # warm the file cache once
-        wall(c)
-    for _ in range(args.rounds):
-        for c in COMMANDS:
-            times[" ".join(c)].append(wall(c))
+    times = measure(args.rounds)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    median = {name: statistics.median(ts) for name, ts in times.items()}
-    trl = median["trl --help"]
-    rows = [f"| `{name}` | {m:.3f} | {min(times[name]):.3f} | {m / trl:.2f} | "
-            f"{'yes' if m < GOAL_S else 'no'} |" for name, m in median.items()]
     text = "\n".join([
         "# Start-up: paperrl's instant commands against `trl --help`",
         "",
@@ -66,9 +76,7 @@ def main() -> None:
         f"time of the whole process; goal: under {GOAL_S} s. On a loaded machine every process is slowed alike: "
         "read the ratio to `trl --help`.",
         "",
-        "| command | median (s) | fastest (s) | median / `trl --help` | under 0.3 s |",
-        "|---|---|---|---|---|",
-        *rows,
+        *table(times),
         "",
     ])
     args.out.write_text(text, encoding="utf-8")

@@ -29,6 +29,13 @@ SIGNATURES = {
                                        "paperrl/sampling.py overrides it"),
     "GRPOTrainer._prepare_inputs": (["self", "generation_batch"], "paperrl/normaliser.py overrides it"),
     "GRPOTrainer._compute_loss": (["self", "model", "inputs"], "paperrl/verify.py calls it"),
+    "GRPOTrainer._generate": (["self", "prompts"], "paperrl/sampling.py calls it for each generation round"),
+    "GRPOTrainer._generate_single_turn": (["self", "prompt_ids", "images", "multimodal_fields", "num_generations",
+                                           "has_tool_images"],
+                                          "paperrl/sampling.py replays the kept completions through it; verify.py "
+                                          "hands its written completions through it"),
+    "RLOOTrainer._generate_single_turn": (["self", "prompt_ids", "images", "multimodal_fields"],
+                                          "paperrl/verify.py hands its written completions through it"),
 }
 # What sampling.py reads from the output of _generate_and_score_completions.
 GENERATION_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}
@@ -85,10 +92,11 @@ def test_closed_sets_read_from_trl_hold_every_shipped_value(kind):
 
 @pytest.mark.parametrize("internal", SIGNATURES)
 def test_private_method_signatures(internal):
-    from trl import GRPOTrainer
+    import trl
 
     params, who = SIGNATURES[internal]
-    method = getattr(GRPOTrainer, internal.split(".")[1], None)
+    cls, name = internal.split(".")
+    method = getattr(getattr(trl, cls), name, None)
     assert method is not None, f"TRL removed {internal} ({who})"
     got = list(inspect.signature(method).parameters)
     assert got == params, f"TRL changed {internal}: parameters {got}, expected {params} ({who})"
@@ -150,6 +158,21 @@ def test_generation_output_keys_and_shapes(grpo):
     assert isinstance(metrics, dict) and all(isinstance(v, list) for v in metrics.values())
     missing = [m for m in (*METRICS, "rewards/spy/mean") if m not in metrics]
     assert not missing, f"TRL no longer logs {missing} during generation (paperrl/sampling.py rewrites them)"
+
+
+def test_generate_returns_what_dynamic_sampling_reads(grpo):
+    """sampling.py takes completion ids, decoded completions and sampling log-probabilities from _generate by
+    position, and its replay returns (ids, log-probabilities) from _generate_single_turn."""
+    trainer, batch, _ = grpo
+    prompts = [row["prompt"] for row in batch]
+    out = trainer._generate(prompts)
+    assert isinstance(out, tuple) and len(out) == 8, "TRL's _generate no longer returns 8 values (paperrl/sampling.py)"
+    ids, completions, logprobs = out[1], out[3], out[4]
+    assert len(ids) == len(completions) == len(prompts) and all(isinstance(i, list) for i in ids)
+    assert logprobs is None or len(logprobs) == len(prompts)
+    prompt_ids = trainer._tokenize_prompts(prompts)[0]
+    single = trainer._generate_single_turn(prompt_ids, None, {}, trainer.num_generations)
+    assert isinstance(single, tuple) and len(single) == 2, "_generate_single_turn no longer returns (ids, logprobs)"
 
 
 def test_calculate_rewards_passes_what_trl_fields_read(grpo):
