@@ -12,18 +12,39 @@ import yaml
 
 from paperrl.errors import PaperrlError, closest
 
-RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))
+RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))  # one folder per trainer family
+UNAVAILABLE_FILE = Path(str(resources.files("paperrl") / "unavailable.yaml"))
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: several times faster
 
 
 def available() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))}
+    """{name: file} of the shipped recipes, recipes/<family>/<name>.yaml, by name."""
+    return {p.stem: p for p in sorted(RECIPE_DIR.glob("*/*.yaml"), key=lambda p: p.stem)}
+
+
+def shipped(path: Path) -> bool:
+    return RECIPE_DIR in path.parents
+
+
+def unavailable() -> dict[str, dict]:
+    """{name: entry} of the Paper Index entries the installed TRL cannot train, each with its reason."""
+    return read_raw(UNAVAILABLE_FILE)
+
+
+def unavailable_error(name: str) -> PaperrlError:
+    from importlib.metadata import version
+
+    entry = unavailable()[name]
+    return PaperrlError(f"{name}: {entry['title']} (arXiv {entry['arxiv']}, Paper Index: {entry['section']}) cannot "
+                        f"be trained with the installed TRL {version('trl')}: {entry['reason']}")
 
 
 def locate(name_or_path: str) -> Path:
     recipes = available()
     if name_or_path in recipes:
         return recipes[name_or_path]
+    if name_or_path in unavailable():
+        raise unavailable_error(name_or_path)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():

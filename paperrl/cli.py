@@ -69,7 +69,8 @@ def _console(stderr: bool = False):
 
 
 @app.command("list")
-def list_recipes() -> None:
+def list_recipes(all_: bool = typer.Option(False, "--all", help="also the Paper Index entries the installed TRL "
+                                                                 "cannot train, each with its reason")) -> None:
     """List the recipes shipped with paperrl."""
     from rich.table import Table
 
@@ -78,6 +79,12 @@ def list_recipes() -> None:
         raw = catalog.read_raw(path)
         table.add_row(name, str(raw.get("trainer")), str(raw.get("title")), str(raw.get("arxiv")))
     _console().print(table)
+    if all_:
+        table = Table("entry", "Paper Index section", "paper", "arXiv", "why the installed TRL cannot train it",
+                      title="Paper Index entries the installed TRL cannot train", box=None)
+        for name, entry in catalog.unavailable().items():
+            table.add_row(name, entry["section"], entry["title"], entry["arxiv"], entry["reason"])
+        _console().print(table)
 
 
 @app.command("show")
@@ -112,7 +119,7 @@ def _read(ref: str) -> dict:
     """A recipe as written, without pydantic (show and diff start in under 0.3 s). A shipped recipe is
     validated by the test suite; a user's file is validated here, every problem at once, as a run would."""
     path = catalog.locate(ref)
-    if path.parent != catalog.RECIPE_DIR:
+    if not catalog.shipped(path):
         from paperrl import recipe as recipes
 
         recipes.load(str(path))
@@ -394,7 +401,10 @@ def _fast_path(argv: list[str]) -> bool:
     if argv == ["--version"]:
         _print_version()
         return True
-    commands = {"list": (list_recipes, 0), "show": (show, 1), "diff": (diff, 2), "cp": (cp, 2)}
+    if argv in (["list"], ["list", "--all"]):
+        list_recipes(all_=len(argv) == 2)  # typer's Option default would be truthy here
+        return True
+    commands = {"show": (show, 1), "diff": (diff, 2), "cp": (cp, 2)}
     if not argv or argv[0] not in commands or any(a.startswith("-") for a in argv[1:]):
         return False
     fn, arity = commands[argv[0]]
@@ -411,6 +421,8 @@ def main() -> None:
     argv = sys.argv[1:]
     commands = [c.name for c in app.registered_commands]
     recipes = catalog.available()
+    if argv and argv[0] in catalog.unavailable():
+        _fail(catalog.unavailable_error(argv[0]))
     if argv and not argv[0].startswith("-") and argv[0] not in {*commands, *recipes}:
         _fail(PaperrlError(f"unknown recipe or command '{argv[0]}'{closest(argv[0], [*commands, *recipes])}; "
                            f"recipes: {', '.join(recipes)}; commands: {', '.join(commands)}"))

@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paperrl.catalog import RECIPE_DIR, available, locate, read_raw  # noqa: F401 (re-exported)
+from paperrl.catalog import RECIPE_DIR, available, locate, read_raw, shipped  # noqa: F401 (re-exported)
 from paperrl.errors import PaperrlError, Problems, closest
 from paperrl.trainers import KINDS
 from paperrl.trl_fields import config_fields, parameters, type_problem
@@ -437,7 +437,7 @@ def reward_name(spec: str) -> str:
 def load(name_or_path: str, sets: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; every problem is reported at once."""
     path = locate(name_or_path)
-    where = str(path) if path.parent != RECIPE_DIR else f"recipes/{path.name}"
+    where = f"recipes/{path.relative_to(RECIPE_DIR)}" if shipped(path) else str(path)
     raw = read_raw(path)
     trainer = raw.get("trainer")
     if trainer not in KINDS:

@@ -55,9 +55,9 @@ def test_non_mapping_recipe(cli, tmp_path):
 
 
 def test_all_errors_of_a_file_are_reported_together(cli, tmp_path):
-    from paperrl.recipe import RECIPE_DIR
+    from paperrl.recipe import available
 
-    text = (RECIPE_DIR / "gspo.yaml").read_text()
+    text = available()["gspo"].read_text()
     text = text.replace("importance_sampling_level:", "importance_sampling_levl:")
     text = text.replace("summary:", "sumary:")
     text = text.replace("loss_type: {value: grpo", "loss_type: {value: gspo")
@@ -143,9 +143,9 @@ def test_bad_format(cli):
 
 
 def _edited(tmp_path, recipe, *replacements):
-    from paperrl.recipe import RECIPE_DIR
+    from paperrl.recipe import available
 
-    text = (RECIPE_DIR / f"{recipe}.yaml").read_text()
+    text = available()[recipe].read_text()
     for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new)

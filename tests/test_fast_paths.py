@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, run_in_process
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["show", "dapo"], ["diff", "gspo", "dapo"],
-                                  ["gspo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["list", "--all"], ["show", "dapo"],
+                                  ["diff", "gspo", "dapo"], ["gspo", "--help"]])
 def test_no_heavy_imports(argv):
     # the fast paths (no typer parsing) skip pydantic too: ~0.1 s of import and schema building
     heavy = ("torch", "transformers", "trl") + (() if "--help" in argv else ("pydantic",))
@@ -65,7 +65,7 @@ def test_show_prints_trl_defaults_as_values():
 
 def test_show_and_diff_validate_a_users_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "paperrl/recipes/gspo.yaml").read_text().replace("epsilon_high:", "epsilon_hihg:"))
+    bad.write_text((ROOT / "paperrl/recipes/grpo/gspo.yaml").read_text().replace("epsilon_high:", "epsilon_hihg:"))
     for argv in (["show", bad], ["diff", "gspo", bad]):
         result = run_in_process(argv)
         assert result.returncode == 2 and "epsilon_hihg" in result.stderr and "did you mean 'epsilon_high'" in result.stderr

@@ -17,7 +17,7 @@ def test_wheel_installs_into_a_fresh_venv_and_lists_recipes(tmp_path):
                     "-w", str(dist)], check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("paperrl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "paperrl/recipes/dapo.yaml" in names and "paperrl/cli.py" in names
+    assert "paperrl/recipes/grpo/dapo.yaml" in names and "paperrl/unavailable.yaml" in names and "paperrl/cli.py" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True,

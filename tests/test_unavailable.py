@@ -1,0 +1,63 @@
+"""The Paper Index entries the installed TRL cannot train: listed with their reason, refused with it (exit 2);
+and the recipes' layout: recipes/<family>/<name>.yaml, found by name."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from paperrl import catalog
+
+UNAVAILABLE = catalog.unavailable()
+CENSUS = ["nash-md", "prm", "xpo", "minillm", "ssd", "ppo", "bco-unpaired", "loo-denoiser"]
+
+
+def test_the_census_entries_are_listed():
+    assert list(UNAVAILABLE) == CENSUS
+    for name, entry in UNAVAILABLE.items():
+        assert set(entry) == {"title", "arxiv", "section", "absent", "reason"}, name
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) and re.fullmatch(r"\d{4}\.\d{5}", entry["arxiv"])
+    assert not set(UNAVAILABLE) & set(catalog.available())  # an entry is a recipe or a reason, never both
+
+
+@pytest.mark.parametrize("name", CENSUS)
+def test_the_reason_holds_for_the_installed_trl(name):
+    """What each reason says is missing is missing from the installed TRL: an upgrade that brings one back fails
+    here, by name, and the entry should become a recipe."""
+    trl_dir = Path(importlib.util.find_spec("trl").origin).parent
+    assert not (trl_dir / UNAVAILABLE[name]["absent"]).exists()
+
+
+def test_list_all_shows_each_entry_with_its_reason(cli):
+    plain = cli("list")
+    result = cli("list", "--all")
+    assert result.returncode == 0 and "nash-md" not in plain.stdout
+    assert plain.stdout in result.stdout  # the recipes first, then the entries
+    flat = " ".join(result.stdout.split())
+    for name, entry in UNAVAILABLE.items():
+        assert name in flat and entry["arxiv"] in flat
+        assert " ".join(entry["reason"].split()[:4]) in flat, name
+
+
+@pytest.mark.parametrize("argv", [["nash-md"], ["nash-md", "--dry-run"], ["ppo", "--model", "m"], ["show", "xpo"],
+                                  ["verify", "minillm"], ["cp", "prm", "/tmp/paperrl-never-written.yaml"]])
+def test_running_an_entry_is_exit_2_with_one_line_saying_why(cli, argv):
+    result = cli(*argv)
+    name = next(a for a in argv if a in UNAVAILABLE)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {name}: ")
+    assert "cannot be trained with the installed TRL" in result.stderr
+    assert UNAVAILABLE[name]["reason"] in result.stderr
+    assert not Path("/tmp/paperrl-never-written.yaml").exists()
+
+
+def test_recipes_live_in_family_folders_named_by_their_trainer():
+    files = sorted(catalog.RECIPE_DIR.rglob("*.yaml"))
+    assert len(files) == len(catalog.available())  # no two recipes share a name
+    for path in files:
+        assert path.parent.parent == catalog.RECIPE_DIR
+        assert catalog.read_raw(path)["trainer"] == path.parent.name, path
+        assert catalog.read_raw(path)["name"] == path.stem
