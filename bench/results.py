@@ -69,6 +69,8 @@ def demo(recipe: str, seeds: list[int]) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"paperrl {recipe} seed {seed} failed:\n{done.stderr[-3000:]}")
         summary = json.loads((out / "summary.json").read_text())
+        if not runs:  # what the user sees at the end of `paperrl RECIPE` (seed 0 is the default run's seed)
+            transcript = done.stderr[done.stderr.find(f"paperrl {recipe}: completed"):].rstrip()
         runs.append({"seed": seed, "run_dir": str(out.relative_to(ROOT)), "wall_s": time.perf_counter() - started,
                      "train_s": summary["runtime_s"], "steps": summary["steps"], **summary["eval"]})
     first = runs[0]
@@ -80,6 +82,7 @@ def demo(recipe: str, seeds: list[int]) -> dict:
         "train_s": statistics.median(r["train_s"] for r in runs),
         "wall_s": statistics.median(r["wall_s"] for r in runs),
         "runs": runs,
+        "transcript": transcript,
     }
     if "raw_iterate" in first:  # BEMA: the average is evaluated; the raw iterate beside it
         result["raw_iterate"] = [r["raw_iterate"] for r in runs]
@@ -139,6 +142,9 @@ def markdown(results: dict) -> str:
             lines += ["", f"{r['recipe']}: the BEMA average is evaluated (as the paper does); the raw iterate beside it "
                           f"scores {' / '.join(f'{a:.3f}' for a in r['raw_iterate'])}: BEMA - raw = {_f(d['mean'])} "
                           f"± {d['se']:.3f}, 95% interval [{_f(d['low'])}, {_f(d['high'])}] ({d['verdict'].replace('learns', 'BEMA better')})."]
+    first = results["demo"][0]
+    lines += ["", f"What `paperrl {first['recipe']}` (seed {first['seeds'][0]}, the default) printed at the end:", "",
+              "```", first["transcript"], "```"]
     v = results["verify"]
     lines += ["", "## 2. `paperrl verify --all`", "", f"Exit code {v['exit_code']}.", "",
               "| recipe | rows | PASS | KNOWN DEVIATION | FAIL |", "|---|---|---|---|---|"]

@@ -228,6 +228,7 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
             origin[name] = "user" if name in recipe.user_set else how
             sources[name] = f"{value!r}: {source_text(entry)}"
 
+    _check_exact_normaliser(recipe, values)
     model = opts.model or str(demo.model_dir())
     if opts.dataset:
         dataset = opts.dataset
@@ -245,6 +246,16 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         launch={"num_processes": opts.num_processes,
                 "command": shlex.join(launch_command(opts, argv or ["<recipe>"]))},
     )
+
+
+def _check_exact_normaliser(recipe: Recipe, values: dict) -> None:
+    """The exact normaliser counts each update's tokens over whole windows of accumulated micro-batches."""
+    entry = recipe.exact_token_normaliser
+    ga, spg = values.get("gradient_accumulation_steps") or 1, values.get("steps_per_generation")
+    if entry is not None and entry.value and spg and spg % ga:
+        raise PaperrlError(f"steps_per_generation={spg}: with exact_token_normaliser it must be a multiple of "
+                           f"gradient_accumulation_steps={ga} (each update's tokens are counted over its "
+                           "micro-batches); set both, or exact_token_normaliser=false")
 
 
 def _dynamic_sampling(recipe, demo_mode, rewards, origin, sources) -> dict | None:

@@ -215,3 +215,13 @@ def test_trl_closed_sets_come_from_the_installed_trl(cli):
     assert_user_error(cli("bema", "--dry-run", "--set", "loss_type=nl"), "--set loss_type: 'nl' is not accepted",
                       "did you mean 'nll'", "accepted:", "dft")
     assert dry("bema", "--set", "loss_type=dft")["config"]["loss_type"] == "dft"
+
+
+def test_exact_normaliser_needs_whole_accumulation_windows(cli, tmp_path):
+    out = tmp_path / "run"
+    assert_user_error(cli("dapo", "--set", "steps_per_generation=3", "--set", "gradient_accumulation_steps=2",
+                          "--output-dir", out), "steps_per_generation=3: with exact_token_normaliser it must be a "
+                                                "multiple of gradient_accumulation_steps=2")
+    assert not out.exists()
+    assert dry("dapo", "--set", "steps_per_generation=3", "--set", "gradient_accumulation_steps=2",
+               "--set", "exact_token_normaliser=false")["config"]["steps_per_generation"] == 3
