@@ -11,7 +11,7 @@ from paperrl.errors import PaperrlError
 from paperrl.resolve import Options, build_config, resolve
 
 # (recipe, prompts per rollout, completions per prompt, completions per optimizer step) from the papers
-PAPER = {"dapo": (512, 16, 512), "dr-grpo": (128, 8, 128), "lite-ppo": (128, 8, 128)}
+PAPER = {"dapo": (512, 16, 512), "dr-grpo": (128, 8, 128), "lite-ppo": (128, 8, 1024)}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
