@@ -567,7 +567,9 @@ def verify(recipe_name: str, sets: list[str]) -> list[Check]:
     checks = VERIFIERS[recipe.trainer](recipe_name, sets)
     if not checks:  # a verifier that checks nothing must not read as a pass
         checks = [Check("the recipe's objective", "", float("inf"), 0.0, note="no check was run")]
-    return checks
+    from paperrl.verify_pipeline import verify_pipeline  # the rest of the pipeline: data, verifier, batch, schedule
+
+    return checks + verify_pipeline(recipe_name, sets)
 
 
 def main(recipe: str | None, all_: bool, sets: list[str], fmt: str) -> int:
