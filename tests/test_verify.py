@@ -73,24 +73,32 @@ def test_bema_by_hand():
 # ---------------------------------------------------------------- against the installed TRL
 
 
+# the pipeline rows (paperrl/verify_pipeline.py): the batch on 1 and 8 processes, the schedule, the epochs
+BATCH = ["samples per update and per rollout on 1 process", "samples per update and per rollout on 8 processes"]
+OFFLINE_BATCH = ["examples per update on 1 process", "examples per update on 8 processes"]
+SCHEDULE = ["learning rate at chosen steps (the optimizer and scheduler TRL's Trainer builds)", "epochs"]
 ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows fails here
     "gspo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
-             "gradient of the policy loss, all parameters"],
+             "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
     "dr-grpo": ["advantage (none)", "policy loss (ratio, clip, aggregation)",
-                "gradient of the policy loss, all parameters"],
+                "gradient of the policy loss, all parameters",
+                "reward verifier on DigitalLearningGmbH/MATH-lighteval's answer format",
+                "prompt template: the text the model is given", "data filter: the rows kept", *BATCH, *SCHEDULE],
     "dapo": ["advantage (group)", "overlong filtering: truncated completions get no loss",
              "policy loss (ratio, clip, aggregation)", "gradient of the policy loss, all parameters",
              "soft overlong punishment", "dynamic sampling: the kept groups are the informative ones, in order",
              "dynamic sampling: advantage (group) over the kept groups",
-             "TRL's own dapo normaliser (without paperrl's exact_token_normaliser)"],
+             "TRL's own dapo normaliser (without paperrl's exact_token_normaliser)",
+             "reward verifier on BytedTsinghua-SIA/DAPO-Math-17k's answer format", *BATCH, *SCHEDULE],
     "lite-ppo": ["advantage (batch)", "policy loss (ratio, clip, aggregation)",
                  "gradient of the policy loss, all parameters",
-                 "TRL's own dapo normaliser (without paperrl's exact_token_normaliser)"],
+                 "TRL's own dapo normaliser (without paperrl's exact_token_normaliser)", *BATCH, *SCHEDULE],
     "rloo": ["advantage: leave-one-out baseline, KL in the reward", "REINFORCE gradient, on-policy",
-             "REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)"],
-    "dpo": ["preference loss", "gradient of the preference loss"],
-    "alphapo": ["preference loss", "gradient of the preference loss"],
-    "bema": ["BEMA weights after 12 steps (paperrl's callback)"],
+             "REINFORCE gradient, off-policy mini-batch (importance-weighted, unclipped)",
+             "data filter: the rows kept", *BATCH, *SCHEDULE],
+    "dpo": ["preference loss", "gradient of the preference loss", *OFFLINE_BATCH, *SCHEDULE],
+    "alphapo": ["preference loss", "gradient of the preference loss", *OFFLINE_BATCH, *SCHEDULE],
+    "bema": ["BEMA weights after 12 steps (paperrl's callback)", *OFFLINE_BATCH, *SCHEDULE],
 }
 
 
