@@ -76,6 +76,17 @@ def read_raw(path: Path) -> dict:
     return data
 
 
+# Values that change a run most; a recipe that states none for one of them shows it as a gap.
+MATTERS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "max_completion_length",
+           "max_length")
+GAP = "gap: the recipe states no source for this value; TRL's default is used"
+
+
+def gaps(config: dict, fields) -> list[str]:
+    """Fields that matter for a run which a recipe's `config` leaves to TRL's default without a word."""
+    return [name for name in MATTERS if name in fields and name not in config]
+
+
 def trl_defaults(trainer: str) -> dict[str, str]:
     """{field: repr(TRL's default)} for a trainer kind's config, as `paperrl show` prints them.
 

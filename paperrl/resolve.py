@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paperrl import batch as batchmod
+from paperrl import catalog
 from paperrl import demo, secret
 from paperrl.errors import PaperrlError, closest
 from paperrl.launch import launch_command
@@ -121,16 +122,9 @@ def _named(items: list[Named], demo_mode: bool, config: dict, defaults: dict):
     return out
 
 
-# Values that change a run most; a recipe that states none for one of them shows it as a gap.
-_MATTERS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "max_completion_length",
-            "max_length")
-GAP = "gap: the recipe states no source for this value; TRL's default is used"
-
-
 def gaps(recipe: Recipe) -> list[str]:
     """Fields that matter for a run which the recipe leaves to TRL's default without a word."""
-    fields = recipe.trl_fields()
-    return [name for name in _MATTERS if name in fields and name not in recipe.config]
+    return catalog.gaps(recipe.config, recipe.trl_fields())
 
 
 def source_text(entry) -> str:
@@ -182,7 +176,7 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
             put(name, value, how, source_text(entry))
     for name in gaps(recipe):
         if name not in origin:
-            origin[name], sources[name] = "trl-default", GAP
+            origin[name], sources[name] = "trl-default", catalog.GAP
 
     if opts.max_steps is not None:
         put("max_steps", opts.max_steps, "user", "--max-steps")

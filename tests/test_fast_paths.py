@@ -32,6 +32,14 @@ def test_show_lists_value_source_and_trl_default(cli):
     assert "rule: steps_per_generation = 4 × gradient_accumulation_steps" in out
 
 
+def test_show_marks_unsourced_values_as_gaps():
+    """Values that matter but that the recipe leaves unsourced are gaps, not silently TRL's default."""
+    lines = {line.split()[0]: line for line in run_in_process(["show", "lite-ppo"]).stdout.splitlines() if line.strip()}
+    for name in ("lr_scheduler_type", "warmup_steps"):
+        assert " gap " in lines[name] and "the recipe states no source" in lines[name]
+    assert " gap " not in lines["learning_rate"]  # sourced: the paper's 1e-6
+
+
 def test_list_shows_all_recipes(cli):
     out = cli("list").stdout
     for name in ("gspo", "dapo", "dr-grpo", "dpo", "rloo", "alphapo", "bema", "lite-ppo"):
