@@ -99,6 +99,8 @@ def show(recipe: str = typer.Argument(..., metavar="RECIPE|FILE", help="a recipe
     table = Table("field", "value", "demo", "TRL default", "from", "source", box=None)
     for name, entry in (r.get("config") or {}).items():
         table.add_row(name, *_cells(entry, defaults[name]))
+    for name in catalog.gaps(r.get("config") or {}, defaults):
+        table.add_row(name, "-", "-", defaults[name], "[yellow]gap[/yellow]", catalog.GAP)
     for section in ("batch", "dynamic_sampling"):
         for name, entry in (r.get(section) or {}).items():
             table.add_row(f"{section}.{name}", *_cells(entry, ""))
