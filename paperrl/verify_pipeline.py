@@ -118,7 +118,8 @@ def stated(plan, name: str):
 
 def lr_at(step: int, lr: float, schedule: str, warmup: float, total: int) -> float:
     """The paper's schedule by its name: a linear warm-up from 0 over `warmup` steps (a fraction of `total` when
-    below 1), then constant, linear decay to 0, or half a cosine to 0 at `total`."""
+    below 1), then constant, linear decay to 0, half a cosine to 0 at `total`, or the inverse square root of the
+    step (lr x sqrt(warm-up / step), as in the Transformer)."""
     warm = math.ceil(total * warmup) if 0 < warmup < 1 else int(warmup)
     if schedule == "constant":
         return lr
@@ -126,7 +127,8 @@ def lr_at(step: int, lr: float, schedule: str, warmup: float, total: int) -> flo
         return lr * step / warm
     progress = (step - warm) / max(1, total - warm)
     shapes = {"constant_with_warmup": 1.0, "linear": max(0.0, 1.0 - progress),
-              "cosine": max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))}
+              "cosine": max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress))),
+              "inverse_sqrt": math.sqrt(warm / max(step, 1))}
     return lr * shapes[schedule]
 
 
