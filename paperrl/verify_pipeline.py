@@ -154,7 +154,7 @@ def check_schedule(paper, config, gaps: list[str]) -> Check:
     lr, schedule, warmup = (stated(paper, n) for n in names)
     warm = math.ceil(TRAINING_STEPS * warmup) if 0 < warmup < 1 else int(warmup)
     steps = sorted({0, warm // 2, warm, warm + 1, (warm + TRAINING_STEPS) // 2, TRAINING_STEPS - 1})
-    source = paper.sources.get("lr_scheduler_type") or paper.sources.get("learning_rate", "")
+    source = "; ".join(dict.fromkeys(paper.sources[n] for n in names if n in paper.sources and n not in gaps))
     run = trl_learning_rates(config, steps, TRAINING_STEPS)
     try:
         expected = {f"step {s}": lr_at(s, lr, schedule, warmup, TRAINING_STEPS) for s in steps}
