@@ -366,6 +366,21 @@ def verify(recipe: Optional[str] = typer.Argument(None, metavar="[RECIPE|FILE]",
     raise typer.Exit(verify_main(recipe, all_, set_ or [], format))
 
 
+@app.command("reproduce")
+def reproduce(paper: Optional[str] = typer.Argument(None, metavar="[PAPER]", help="a recipe with a claim file, or --all"),
+              all_: bool = typer.Option(False, "--all", help="every paper with a claim file"),
+              seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", help="reporting seeds 1..N; default: each claim's"),
+              output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR", help="default: runs/reproduce"),
+              format: str = typer.Option("table", "--format", metavar="[table|json]"),
+              max_steps: Optional[int] = typer.Option(None, "--max-steps", metavar="N", help="smoke test: N steps per run instead of each claim's"),
+              jobs: int = typer.Option(1, "--jobs", metavar="N", help="runs at a time (each uses one thread)"),
+              overwrite: bool = typer.Option(False, "--overwrite", help="replace the runs in a non-empty --output-dir")) -> None:
+    """Each paper's claims as pre-registered experiments on the embedded default: both arms over seeds, a verdict and a figure."""
+    from paperrl.reproduce import main as reproduce_main
+
+    raise typer.Exit(reproduce_main(paper, all_, seeds, output_dir, format, max_steps, jobs, overwrite))
+
+
 @app.command("report")
 def report(run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories (with metrics.jsonl)"),
            out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="default: report.png in the (first) run directory"),
