@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ class _Strict(BaseModel):
 
 
 class Arm(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str  # a directory name: lower-case letters, digits, '-' and '.'
     set: list[str] = []  # --set NAME=VALUE differences from the recipe
 
 
@@ -63,7 +64,7 @@ class Rule(_Strict):
 
 
 class Claim(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    id: str  # a directory name, as an arm's
     claim: str  # the paper's words
     source: str  # section, figure or table
     toy: str  # why the toy task can (or cannot) expose the mechanism
@@ -112,6 +113,10 @@ def load(path: Path) -> list[Claim]:
         if overlap:
             problems.append(f"{at}.tuning_seeds: {overlap} are also reporting seeds (1..{c.seeds}); "
                             "tune on other seeds")
+        for field, name in (("id", c.id), ("arms.treatment.name", c.arms.treatment.name),
+                            ("arms.control.name", c.arms.control.name)):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name):
+                problems.append(f"{at}.{field}: {name!r}; accepted: lower-case letters, digits, '-' and '.'")
         if c.arms.treatment.name == c.arms.control.name:
             problems.append(f"{at}.arms: treatment and control share the name {c.arms.treatment.name!r}")
         for side in ("treatment", "control"):

@@ -81,6 +81,7 @@ def _claim_file(tmp_path: Path, **change) -> Path:
 @pytest.mark.parametrize("change, field", [
     ({"metric": None}, "claims.0.metric: required key is missing"),
     ({"seed": 3}, "claims.0.seed: unknown key"),
+    ({"id": "Clip Fraction"}, "claims.0.id: 'Clip Fraction'; accepted: lower-case letters"),
     ({"tuning_seeds": [2, 100]}, "claims.0.tuning_seeds: [2] are also reporting seeds"),
     ({"task": "demo:sums"}, "claims.0.task: 'demo:sums'; accepted: 'demo:addition'"),
     ({"rule": {"statistic": "paired_mean_difference", "interval": 0.95, "expect": "up"}},
