@@ -333,6 +333,7 @@ def check_verifier(paper, run, table: dict, kept: dict) -> Check:
                 total += spec["weight"] * (args.get("correct", 1.0) if right else args.get("wrong", 0.0))
         return total
 
+    verifiers = _verifiers(run)
     expected, actual = {}, {}
     for n, (i, text, right, length) in enumerate(cases):
         key = f"{n}: {text[:40]!r}" + (f" ({length} tokens)" if length > len(text) else "")
@@ -344,7 +345,7 @@ def check_verifier(paper, run, table: dict, kept: dict) -> Check:
         columns = {k: [v] for k, v in row.items() if k != "prompt"}
         actual[key] = sum(spec["weight"] * f(prompts=[row["prompt"]], completions=[completion],
                                              completion_ids=[[0] * length], **columns)[0]
-                          for f, spec in _verifiers(run))
+                          for f, spec in verifiers)
     source = "; ".join(s.source for s in paper.recipe.rewards if s.name in {spec["name"] for spec in shipped})
     return _row(f"reward verifier on {paper.recipe.dataset.name}'s answer format", source, expected, actual)
 
@@ -355,12 +356,11 @@ def check_verifier(paper, run, table: dict, kept: dict) -> Check:
 def verify_pipeline(recipe_name: str, sets: list[str]) -> list[Check]:
     """The pipeline rows: verifier, template, filter (where the paper's dataset is known here), batch on 1 and 8
     processes, schedule and epochs."""
-    from paperrl import recipe as recipes
     from paperrl.resolve import build_config, gaps
 
     paper = _resolve(recipe_name, [])  # what the recipe says the paper says
     run = _resolve(recipe_name, sets)
-    gap_fields = gaps(recipes.load(recipe_name))
+    gap_fields = gaps(paper.recipe)
     checks = []
     table = DATASETS.get(paper.recipe.dataset.name) if paper.recipe.dataset else None
     if table is not None:
