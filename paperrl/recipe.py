@@ -108,10 +108,17 @@ class _Closed(TypedDict):
 
 
 class Preference(_Closed, total=False):
-    loss: Literal["sigmoid", "alphapo"]
+    """One preference loss of `verify.PREFERENCE_LOSSES` with the paper's constants; a list of them is a weighted sum."""
+
+    loss: Literal["sigmoid", "sigmoid_norm", "ipo", "robust", "exo", "nca", "apo_zero", "apo_down", "discopop",
+                  "simpo", "alphapo", "sft"]
     beta: float
-    alpha: float
-    gamma: float
+    alpha: float  # AlphaPO's reward shape
+    gamma: float  # target reward margin (SimPO, AlphaPO)
+    epsilon: float  # label-flip rate (Robust DPO), target smoothing (EXO)
+    tau: float  # DiscoPOP's mixing temperature
+    divergence: Literal["reverse_kl", "js_divergence"]  # f-DPO's f
+    weight: float  # in a weighted sum of losses
 
 
 class Averaging(_Closed):
@@ -132,7 +139,7 @@ class Objective(_Strict):
     kl_in_reward: Sourced[float] | None = None  # beta of a sequence-level KL subtracted from the reward
     overlong_filtering: Sourced[bool] | None = None  # truncated completions get no loss
     overlong_reward: Sourced[tuple[int, int]] | None = None  # [L_max, L_cache] of the soft overlong punishment
-    preference: Sourced[Preference] | None = None  # {loss: sigmoid, beta} or {loss: alphapo, alpha, beta, gamma}
+    preference: Sourced[Preference | list[Preference]] | None = None  # {loss: sigmoid, beta}, ...
     averaging: Sourced[Averaging] | None = None
 
 

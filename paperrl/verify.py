@@ -16,6 +16,7 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -112,15 +113,67 @@ def ref_soft_overlong(lengths, l_max: int, l_cache: int) -> torch.Tensor:
     return torch.tensor(out)
 
 
-def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p: dict):
-    """DPO Eq. 7, or AlphaPO Eq. 6 with r(y) = (1 - pi(y)^(-alpha/|y|)) / alpha."""
-    if p["loss"] == "sigmoid":
-        margin = p["beta"] * ((pol_w - ref_w) - (pol_l - ref_l))
-        return -torch.nn.functional.logsigmoid(margin).mean()
-    alpha = p["alpha"]
-    r_w = (1 - torch.exp(-alpha * pol_w / len_w)) / alpha
-    r_l = (1 - torch.exp(-alpha * pol_l / len_l)) / alpha
-    return -torch.nn.functional.logsigmoid(p["beta"] * (r_w - r_l) - p["gamma"]).mean()
+class Pair(NamedTuple):
+    """A batch of preference pairs: summed log-probabilities of the chosen (w) and rejected (l) responses under
+    the policy, their log-ratios to the reference h = log pi/pi_ref, and their lengths n in tokens."""
+
+    w: torch.Tensor
+    l: torch.Tensor
+    h_w: torch.Tensor
+    h_l: torch.Tensor
+    n_w: torch.Tensor
+    n_l: torch.Tensor
+
+
+_logsig = torch.nn.functional.logsigmoid
+
+
+def _alphapo(x: Pair, p):  # AlphaPO Eq. 6, r(y) = (1 - pi(y)^(-alpha/|y|)) / alpha
+    r_w, r_l = ((1 - torch.exp(-p["alpha"] * logp / n)) / p["alpha"] for logp, n in ((x.w, x.n_w), (x.l, x.n_l)))
+    return -_logsig(p["beta"] * (r_w - r_l) - p["gamma"])
+
+
+def _robust(x: Pair, p):  # rDPO: (1 - eps) L(y_w, y_l) - eps L(y_l, y_w), over 1 - 2 eps
+    d, eps = p["beta"] * (x.h_w - x.h_l), p["epsilon"]
+    return ((1 - eps) * -_logsig(d) + eps * _logsig(-d)) / (1 - 2 * eps)
+
+
+def _exo(x: Pair, p):  # EXO: KL(p_theta || p_target) over the pair, p_theta = softmax(beta h), target (1 - eps, eps)
+    q, eps = torch.sigmoid(p["beta"] * (x.h_w - x.h_l)), p["epsilon"]
+    return q * torch.log(q / (1 - eps)) + (1 - q) * torch.log((1 - q) / eps)
+
+
+def _discopop(x: Pair, p):  # DiscoPOP: logistic and exponential losses mixed by sigmoid(f / tau)
+    f = p["beta"] * (x.h_w - x.h_l)
+    mix = torch.sigmoid(f / p["tau"])
+    return (1 - mix) * -_logsig(f) + mix * torch.exp(-f)
+
+
+PREFERENCE_LOSSES = {
+    "sigmoid": lambda x, p: -_logsig(p["beta"] * (x.h_w - x.h_l)),  # DPO Eq. 7
+    "sigmoid_norm": lambda x, p: -_logsig(p["beta"] * (x.h_w / x.n_w - x.h_l / x.n_l)),  # per-token log-ratios
+    "ipo": lambda x, p: (x.h_w / x.n_w - x.h_l / x.n_l - 1 / (2 * p["beta"])) ** 2,  # (h - 1/(2 tau))^2
+    "robust": _robust,
+    "exo": _exo,
+    "nca": lambda x, p: -_logsig(p["beta"] * x.h_w) - _logsig(-p["beta"] * x.h_w) / 2 - _logsig(-p["beta"] * x.h_l) / 2,
+    "apo_zero": lambda x, p: 1 - torch.sigmoid(p["beta"] * x.h_w) + torch.sigmoid(p["beta"] * x.h_l),
+    "apo_down": lambda x, p: torch.sigmoid(p["beta"] * x.h_w) + 1 - torch.sigmoid(p["beta"] * (x.h_w - x.h_l)),
+    "discopop": _discopop,
+    "simpo": lambda x, p: -_logsig(p["beta"] * (x.w / x.n_w - x.l / x.n_l) - p["gamma"]),  # reference-free
+    "alphapo": _alphapo,
+    "sft": lambda x, p: -x.w.sum() / x.n_w.sum(),  # negative log-likelihood per token of the chosen responses
+}
+# f-DPO: the log-ratio h = log u replaced by f'(u) of the divergence
+DIVERGENCES = {"reverse_kl": lambda h: h, "js_divergence": lambda h: math.log(2) + _logsig(h)}  # log(2u / (1 + u))
+
+
+def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p):
+    """The paper's loss, mean over the pairs (`PREFERENCE_LOSSES`); a list of losses is their weighted sum
+    (RPO: DPO + eta x NLL; CPO: its preference term + NLL)."""
+    if isinstance(p, list):
+        return sum(q.get("weight", 1.0) * ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, q) for q in p)
+    f = DIVERGENCES[p.get("divergence", "reverse_kl")]
+    return PREFERENCE_LOSSES[p["loss"]](Pair(pol_w, pol_l, f(pol_w - ref_w), f(pol_l - ref_l), len_w, len_l), p).mean()
 
 
 def ref_bema(thetas: list[torch.Tensor], a: dict, update_freq: int) -> torch.Tensor:

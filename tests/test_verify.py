@@ -63,6 +63,36 @@ def test_preference_losses_by_hand():
     assert alphapo.item() == pytest.approx(0.0329268, rel=1e-5)
 
 
+# one pair: log pi (y_w) = -2 over 2 tokens, log pi (y_l) = -4 over 5; reference -1.5 and -3: h_w = -0.5, h_l = -1
+PAIR = tuple(torch.tensor([x]) for x in (-2.0, -4.0, -1.5, -3.0, 2.0, 5.0))
+
+
+@pytest.mark.parametrize("p,expected", [
+    ({"loss": "sigmoid_norm", "beta": 5.0}, 0.8259394),  # -log sigmoid(5 (-0.5/2 + 1/5)) = -log sigmoid(-0.25)
+    ({"loss": "ipo", "beta": 0.1}, 25.5025),  # (-0.25 + 0.2 - 1/(2 x 0.1))^2 = (-5.05)^2
+    ({"loss": "robust", "beta": 0.1, "epsilon": 0.1}, 0.6622096),  # (0.9 x -log s(0.05) - 0.1 x -log s(-0.05)) / 0.8
+    ({"loss": "exo", "beta": 0.1, "epsilon": 1e-3}, 2.6752267),  # q = s(0.05): q log(q/0.999) + (1-q) log((1-q)/0.001)
+    ({"loss": "nca", "beta": 0.01}, 1.3850553),  # -log s(-0.005) - log s(0.005)/2 - log s(0.01)/2
+    ({"loss": "apo_zero", "beta": 0.1}, 0.9875182),  # 1 - s(-0.05) + s(-0.1)
+    ({"loss": "apo_down", "beta": 0.1}, 0.9750052),  # s(-0.05) + 1 - s(0.05)
+    ({"loss": "discopop", "beta": 0.05, "tau": 0.05}, 0.8640922),  # f = 0.025, m = s(0.5): (1-m) -log s(f) + m e^-f
+    ({"loss": "simpo", "beta": 2.5, "gamma": 1.375}, 2.0176751),  # -log s(2.5 (-2/2 + 4/5) - 1.375) = -log s(-1.875)
+    ({"loss": "sft"}, 1.0),  # -(-2) / 2 tokens
+    ([{"loss": "sigmoid", "beta": 0.01}, {"loss": "sft", "weight": 0.005}], 0.6956503),  # -log s(0.005) + 0.005 x 1
+    ({"loss": "sigmoid", "beta": 0.1, "divergence": "js_divergence"}, 0.6763317),  # h -> log 2 + log s(h)
+])
+def test_more_preference_losses_by_hand(p, expected):
+    assert v.ref_preference_loss(*PAIR, p).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_every_preference_loss_a_recipe_can_name_has_a_reference():
+    from typing import get_args, get_type_hints
+
+    from paperrl.recipe import Preference
+
+    assert set(get_args(get_type_hints(Preference)["loss"])) == set(v.PREFERENCE_LOSSES)
+
+
 def test_bema_by_hand():
     a = {"ema_power": 0.5, "bias_power": 0.2, "lag": 10, "multiplier": 1.0, "min_ema_multiplier": 0.0}
     thetas = [torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([2.0])]
@@ -77,6 +107,7 @@ def test_bema_by_hand():
 BATCH = ["samples per update and per rollout on 1 process", "samples per update and per rollout on 8 processes"]
 OFFLINE_BATCH = ["examples per update on 1 process", "examples per update on 8 processes"]
 SCHEDULE = ["learning rate at chosen steps (the optimizer and scheduler TRL's Trainer builds)", "epochs"]
+PREFERENCE = ["preference loss", "gradient of the preference loss"]
 ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows fails here
     "gspo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
              "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
@@ -99,6 +130,9 @@ ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows
     "dpo": ["preference loss", "gradient of the preference loss", *OFFLINE_BATCH, *SCHEDULE],
     "alphapo": ["preference loss", "gradient of the preference loss", *OFFLINE_BATCH, *SCHEDULE],
     "bema": ["BEMA weights after 12 steps (paperrl's callback)", *OFFLINE_BATCH, *SCHEDULE],
+    **{name: [*PREFERENCE, *OFFLINE_BATCH, *SCHEDULE]  # the DPO family, SimPO: a batch stated
+       for name in ("robust-dpo", "exo", "nca", "discopop", "apo-zero", "apo-down", "tulu3-dpo", "simpo")},
+    **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo")},  # no batch stated
 }
 
 
@@ -158,6 +192,18 @@ def test_a_verifier_that_checks_nothing_fails(cache_dir, monkeypatch):
     ("dapo", "mask_truncated_completions=false", "overlong filtering"),
     ("lite-ppo", "scale_rewards=group", "advantage"),
     ("alphapo", "alpha=0", "preference loss"),
+    ("ipo", "loss_type=[sigmoid]", "preference loss"),
+    ("robust-dpo", "label_smoothing=0", "preference loss"),
+    ("exo", "label_smoothing=0.01", "preference loss"),
+    ("nca", "loss_type=[bco_pair]", "preference loss"),
+    ("discopop", "discopop_tau=1.0", "preference loss"),
+    ("apo-zero", "loss_type=[apo_down]", "preference loss"),
+    ("apo-down", "loss_type=[apo_zero]", "preference loss"),
+    ("tulu3-dpo", "loss_type=[sigmoid]", "preference loss"),
+    ("rpo", "loss_weights=[1.0, 0.5]", "preference loss"),
+    ("f-dpo", "f_divergence_type=reverse_kl", "preference loss"),
+    ("simpo", "simpo_gamma=0.1", "preference loss"),
+    ("cpo", "cpo_alpha=0", "preference loss"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
     ("dapo", "deviations.trl_token_normaliser.max_relative=0.1", "TRL's own dapo normaliser"),
     ("rloo", "epsilon=0.2", "REINFORCE gradient, off-policy"),
