@@ -135,6 +135,7 @@ class Objective(_Strict):
     advantage: Sourced[Literal["group", "batch", "none", "leave_one_out"]] | None = None
     ratio: Sourced[Literal["token", "sequence", "none"]] | None = None  # none: REINFORCE
     clip: Sourced[tuple[float, float]] | None = None  # [epsilon_low, epsilon_high]
+    soft_gate: Sourced[tuple[float, float]] | None = None  # SAPO's gate temperatures [tau_pos, tau_neg], no clip
     aggregation: Sourced[Literal["sequence_mean", "token_mean", "constant"]] | None = None
     kl_in_reward: Sourced[float] | None = None  # beta of a sequence-level KL subtracted from the reward
     overlong_filtering: Sourced[bool] | None = None  # truncated completions get no loss

@@ -79,11 +79,16 @@ def ref_ratio(logps, old_logps, mask, level: str):
 
 
 def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int):
-    """-(clipped surrogate), aggregated as the paper does."""
+    """-(clipped surrogate), or SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign of A, instead of
+    the clip; aggregated as the paper does."""
     r = ref_ratio(logps, old_logps, mask, objective["ratio"])
-    low, high = objective["clip"]
     a = advantages.unsqueeze(1)
-    surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
+    if "soft_gate" in objective:
+        tau = torch.where(a > 0, *objective["soft_gate"])
+        surrogate = (4 / tau * torch.sigmoid(tau * (r - 1)) * a).expand_as(logps)
+    else:
+        low, high = objective["clip"]
+        surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
     how = objective["aggregation"]
     if how == "sequence_mean":
         per_seq = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
@@ -311,7 +316,9 @@ def _shifts(mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
 
 
 def clip_margin(offset: torch.Tensor, mask: torch.Tensor, objective: dict) -> float:
-    """Distance, in log-ratio, from the scenario's ratios to the nearest clip edge."""
+    """Distance, in log-ratio, from the scenario's ratios to the nearest clip edge (none without a clip)."""
+    if "clip" not in objective:
+        return math.inf
     low, high = objective["clip"]
     edges = torch.tensor([math.log1p(-low), math.log1p(high)])
     if objective["ratio"] == "sequence":
@@ -393,7 +400,7 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
         updates.append(parts)
     if min(margins) < MIN_CLIP_MARGIN:
         raise AssertionError(f"verify scenario: a ratio lies {min(margins):.2g} from a clip edge")
-    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "aggregation"))
+    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "aggregation") if getattr(src, k))
     note = f"{len(windows)} updates of {ga} micro-batches, tokens per update {tokens}"
     checks.append(_compare("policy loss (ratio, clip, aggregation)", eq, torch.stack(ours), torch.stack(theirs),
                            note=note))

@@ -11,8 +11,8 @@ from conftest import dry
 from paperrl import recipe as recipes
 from paperrl.resolve import Options, build_config, resolve
 
-ALL = ["alphapo", "apo-down", "apo-zero", "bema", "cpo", "dapo", "discopop", "dpo", "dr-grpo", "exo", "f-dpo", "gspo",
-       "ipo", "lite-ppo", "nca", "rloo", "robust-dpo", "rpo", "simpo", "tulu3-dpo"]
+ALL = ["2-grpo", "alphapo", "apo-down", "apo-zero", "bema", "cpo", "dapo", "discopop", "dpo", "dr-grpo", "exo", "f-dpo",
+       "gspo", "ipo", "lite-ppo", "nca", "rloo", "robust-dpo", "rpo", "sapo", "simpo", "tulu3-dpo"]
 CONTRACT_KEYS = {"recipe", "trainer", "paper", "model", "dataset", "config", "origin", "sources", "rewards",
                  "callbacks", "dynamic_sampling", "batch", "launch"}
 

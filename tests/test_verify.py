@@ -39,6 +39,14 @@ def test_policy_loss_by_hand(ratio, aggregation, expected):
     assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_sapo_soft_gate_by_hand():
+    # f(r) = (4/tau) sigmoid(tau (r - 1)): A = 1, tau 1 on e^0.1, 1, e^-0.1; A = -1, tau 1.05 on e^0.3, e^0.3;
+    # -(mean of the first sequence's f - f(e^0.3)) / 2 = -(1.0000 - 1.2474) / 2
+    objective = {"ratio": "token", "aggregation": "sequence_mean", "soft_gate": [1.0, 1.05]}
+    loss = v.ref_policy_loss(LOG_RATIO, torch.zeros(2, 3), MASK, ADV, objective, max_len=3)
+    assert loss.item() == pytest.approx(0.1237055, abs=1e-6)
+
+
 def test_clip_higher_by_hand():
     # r = e^0.22 = 1.246 with A > 0: clipped to 1.2 with epsilon_high 0.2, kept with DAPO's 0.28
     lr = torch.tensor([[0.22]])
@@ -133,6 +141,10 @@ ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows
     **{name: [*PREFERENCE, *OFFLINE_BATCH, *SCHEDULE]  # the DPO family, SimPO: a batch stated
        for name in ("robust-dpo", "exo", "nca", "discopop", "apo-zero", "apo-down", "tulu3-dpo", "simpo")},
     **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo")},  # no batch stated
+    "2-grpo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
+               "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
+    "sapo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
+             "gradient of the policy loss, all parameters", *SCHEDULE],
 }
 
 
@@ -204,6 +216,8 @@ def test_a_verifier_that_checks_nothing_fails(cache_dir, monkeypatch):
     ("f-dpo", "f_divergence_type=reverse_kl", "preference loss"),
     ("simpo", "simpo_gamma=0.1", "preference loss"),
     ("cpo", "cpo_alpha=0", "preference loss"),
+    ("sapo", "sapo_temperature_neg=2.0", "policy loss"),
+    ("2-grpo", "batch.completions_per_prompt=4", "samples per update"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
     ("dapo", "deviations.trl_token_normaliser.max_relative=0.1", "TRL's own dapo normaliser"),
     ("rloo", "epsilon=0.2", "REINFORCE gradient, off-policy"),
