@@ -118,6 +118,8 @@ class Preference(_Closed, total=False):
     epsilon: float  # label-flip rate (Robust DPO), target smoothing (EXO)
     tau: float  # DiscoPOP's mixing temperature
     divergence: Literal["reverse_kl", "js_divergence"]  # f-DPO's f
+    ld_alpha: float  # LD-DPO: weight of the longer response's tokens beyond the shorter one's length
+    weighting: bool  # WPO: each pair weighted by w(y_w) w(y_l)
     weight: float  # in a weighted sum of losses
 
 

@@ -172,13 +172,15 @@ PREFERENCE_LOSSES = {
 DIVERGENCES = {"reverse_kl": lambda h: h, "js_divergence": lambda h: math.log(2) + _logsig(h)}  # log(2u / (1 + u))
 
 
-def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p):
-    """The paper's loss, mean over the pairs (`PREFERENCE_LOSSES`); a list of losses is their weighted sum
-    (RPO: DPO + eta x NLL; CPO: its preference term + NLL)."""
+def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p, pair_weight=1.0):
+    """The paper's loss, mean over the pairs (`PREFERENCE_LOSSES`), each pair's loss times `pair_weight` (WPO's
+    w(y_w) w(y_l)); a list of losses is their weighted sum (RPO: DPO + eta x NLL; CPO: its preference term + NLL)."""
     if isinstance(p, list):
-        return sum(q.get("weight", 1.0) * ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, q) for q in p)
+        return sum(q.get("weight", 1.0) * ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, q, pair_weight)
+                   for q in p)
     f = DIVERGENCES[p.get("divergence", "reverse_kl")]
-    return PREFERENCE_LOSSES[p["loss"]](Pair(pol_w, pol_l, f(pol_w - ref_w), f(pol_l - ref_l), len_w, len_l), p).mean()
+    pair = Pair(pol_w, pol_l, f(pol_w - ref_w), f(pol_l - ref_l), len_w, len_l)
+    return (PREFERENCE_LOSSES[p["loss"]](pair, p) * pair_weight).mean()
 
 
 def ref_bema(thetas: list[torch.Tensor], a: dict, update_freq: int) -> torch.Tensor:
@@ -208,14 +210,18 @@ def _plan(recipe_name: str, sets: list[str], **config):
     return plan
 
 
-def _trainer(plan, reward_funcs=()):
+def _trainer(plan, reward_funcs=(), rows=None):
+    """The recipe's real TRL trainer on the embedded model; on `rows` when given, else on the demo task."""
+    from datasets import Dataset
+
     from paperrl import data as datamod
     from paperrl.train import build_trainer
 
     demo.one_thread()
     demo.ensure_model()
     torch.manual_seed(SEED)
-    trainer = build_trainer(plan, datamod.load(plan), list(reward_funcs))
+    data = datamod.load(plan) if rows is None else Dataset.from_list(rows)
+    trainer = build_trainer(plan, data, list(reward_funcs))
     trainer.model.train()
     return trainer
 
@@ -548,37 +554,66 @@ def verify_rloo(recipe_name: str, sets: list[str]) -> list[Check]:
     return checks
 
 
-def _sequence_logps(model, input_ids, attention_mask, completion_mask):
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    token = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    m = completion_mask[:, 1:].float()
-    return (token * m).sum(-1), m.sum(-1)
+def _token_logps(model, input_ids, attention_mask):
+    """log pi of each next token, and log pi over the vocabulary at each position."""
+    logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1)
+    return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1), logp
+
+
+def ref_desensitised_logps(token_logps, mask, alpha: float = 1.0):
+    """log pi(y) of each response, rows chosen then rejected; LD-DPO (alpha < 1): log pi(y_1:l_p) + alpha log
+    pi(y_l_p+1:l | y_1:l_p), l_p the shorter response's length in its pair, so only the longer one's excess counts less."""
+    lengths = mask.sum(-1)
+    n = len(lengths) // 2
+    shared = torch.minimum(lengths[:n], lengths[n:]).repeat(2)
+    prefix = mask * (mask.cumsum(-1) <= shared.unsqueeze(-1))
+    return (token_logps * prefix).sum(-1) + alpha * (token_logps * (mask - prefix)).sum(-1)
+
+
+def ref_wpo_weights(token_logps, logp, mask):
+    """WPO Eq. 2 with weight alignment: w(y) = exp(mean_t log(pi(y_t) / sum_v pi(v)^2)), a constant (no gradient)."""
+    with torch.no_grad():
+        aligned = token_logps - torch.logsumexp(2 * logp, -1)
+        return torch.exp((aligned * mask).sum(-1) / mask.sum(-1).clamp(min=1))
+
+
+# Preference pairs written by hand, one batch: the chosen answer shorter, longer or as long as the rejected one, so
+# that length normalisation (IPO, SimPO, Tulu 3) and LD-DPO's shared prefix are exercised.
+PREFERENCE_PAIRS = [("12+7=", "19", "9"), ("3+4=", "7", "71"), ("25+25=", "50", "5"), ("9+9=", "18", "108"),
+                    ("31+12=", "43", "34"), ("8+1=", "9", "10"), ("47+38=", "85", "815"), ("6+60=", "66", "6")]
 
 
 def verify_preference(recipe_name: str, sets: list[str]) -> list[Check]:
-    plan = _plan(recipe_name, sets, per_device_train_batch_size=8)
-    objective = _objective(plan.recipe)
-    trainer = _trainer(plan)
+    plan = _plan(recipe_name, sets, per_device_train_batch_size=len(PREFERENCE_PAIRS))
+    preference = _objective(plan.recipe)["preference"]
+    options = preference if isinstance(preference, dict) else {}
+    trainer = _trainer(plan, rows=[dict(zip(("prompt", "chosen", "rejected"), p)) for p in PREFERENCE_PAIRS])
     _perturb(trainer.model)  # policy != reference
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     model = trainer.model
     theirs = trainer.compute_loss(model, batch)
     their_grad = _grads(model, theirs)
+    weight = 1.0
     if "input_ids" in batch:  # DPO: chosen rows first, then rejected
-        ids, att, cm = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-        pol, lens = _sequence_logps(model, ids, att, cm)
+        ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"][:, 1:].float()
+        token, logp = _token_logps(model, ids, att)
         with torch.no_grad():
-            ref, _ = _sequence_logps(trainer.ref_model, ids, att, cm)
-        n = ids.shape[0] // 2
+            ref_token, _ = _token_logps(trainer.ref_model, ids, att)
+        pol, ref = (ref_desensitised_logps(t, mask, options.get("ld_alpha", 1.0)) for t in (token, ref_token))
+        n, lens = ids.shape[0] // 2, mask.sum(-1)
         parts = (pol[:n], pol[n:], ref[:n], ref[n:], lens[:n], lens[n:])
+        if options.get("weighting"):
+            w = ref_wpo_weights(token, logp, mask)
+            weight = w[:n] * w[n:]
     else:  # CPO: separate chosen/rejected tensors, labels -100 on the prompt
         def side(key):
-            ids, att, labels = batch[f"{key}_input_ids"], batch[f"{key}_attention_mask"], batch[f"{key}_labels"]
-            return _sequence_logps(model, ids, att, (labels != -100).long())
+            token, _ = _token_logps(model, batch[f"{key}_input_ids"], batch[f"{key}_attention_mask"])
+            mask = (batch[f"{key}_labels"][:, 1:] != -100).float()
+            return (token * mask).sum(-1), mask.sum(-1)
 
         (pw, lw), (pl, ll) = side("chosen"), side("rejected")
         parts = (pw, pl, torch.zeros_like(pw), torch.zeros_like(pl), lw, ll)
-    ours = ref_preference_loss(*parts, objective["preference"])
+    ours = ref_preference_loss(*parts, preference, weight)
     our_grad = _grads(model, ours)
     eq = plan.recipe.objective.preference.source
     return [_compare("preference loss", eq, ours, theirs), _compare("gradient of the preference loss", eq, our_grad,

@@ -93,6 +93,17 @@ def test_more_preference_losses_by_hand(p, expected):
     assert v.ref_preference_loss(*PAIR, p).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_ld_dpo_and_wpo_by_hand():
+    # a pair: chosen 3 tokens, rejected 2; LD-DPO counts the chosen one's third token alpha = 0.5 times
+    token = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    assert v.ref_desensitised_logps(token, mask, 0.5).tolist() == pytest.approx([-3 - 0.5 * 3, -2])
+    assert v.ref_desensitised_logps(token, mask).tolist() == pytest.approx([-6, -2])  # alpha 1: plain DPO
+    # WPO: one token drawn with probability 0.8 from (0.8, 0.2): w = 0.8 / (0.64 + 0.04)
+    logp = torch.log(torch.tensor([[[0.8, 0.2]]]))
+    assert v.ref_wpo_weights(logp[..., 0], logp, torch.ones(1, 1)).item() == pytest.approx(0.8 / 0.68)
+
+
 def test_every_preference_loss_a_recipe_can_name_has_a_reference():
     from typing import get_args, get_type_hints
 
@@ -140,7 +151,7 @@ ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows
     "bema": ["BEMA weights after 12 steps (paperrl's callback)", *OFFLINE_BATCH, *SCHEDULE],
     **{name: [*PREFERENCE, *OFFLINE_BATCH, *SCHEDULE]  # the DPO family, SimPO: a batch stated
        for name in ("robust-dpo", "exo", "nca", "discopop", "apo-zero", "apo-down", "tulu3-dpo", "simpo")},
-    **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo")},  # no batch stated
+    **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo", "ld-dpo", "wpo")},  # no batch
     "2-grpo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
                "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
     "sapo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
@@ -216,6 +227,8 @@ def test_a_verifier_that_checks_nothing_fails(cache_dir, monkeypatch):
     ("f-dpo", "f_divergence_type=reverse_kl", "preference loss"),
     ("simpo", "simpo_gamma=0.1", "preference loss"),
     ("cpo", "cpo_alpha=0", "preference loss"),
+    ("ld-dpo", "ld_alpha=1.0", "preference loss"),
+    ("wpo", "use_weighting=false", "preference loss"),
     ("sapo", "sapo_temperature_neg=2.0", "policy loss"),
     ("2-grpo", "batch.completions_per_prompt=4", "samples per update"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
