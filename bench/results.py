@@ -124,6 +124,8 @@ def markdown(results: dict) -> str:
         "The README quotes this file and nothing else. Float rounding differs between CPUs: another machine of "
         "this kind gives other values within the intervals' spirit, and the same verdicts from `paperrl verify`.",
         "", "## 1. The demo on the embedded default", "",
+        f"Measured by `{results['demo_measured']['command']}` at commit {results['demo_measured']['commit']} on "
+        f"{results['demo_measured']['date']}.", "",
         f"Each recipe, {len(results['seeds'])} seeds ({', '.join(map(str, results['seeds']))}), test split "
         "(unordered pairs never trained on). Change = after - before, per seed; 95% t-interval over seeds.", "",
         "| recipe | metric (test, n) | steps | before | after, per seed | change: mean ± s.e. | 95% interval | "
@@ -143,8 +145,9 @@ def markdown(results: dict) -> str:
                           f"scores {' / '.join(f'{a:.3f}' for a in r['raw_iterate'])}: BEMA - raw = {_f(d['mean'])} "
                           f"± {d['se']:.3f}, 95% interval [{_f(d['low'])}, {_f(d['high'])}] ({d['verdict'].replace('learns', 'BEMA better')})."]
     first = results["demo"][0]
-    lines += ["", f"What `paperrl {first['recipe']}` (seed {first['seeds'][0]}, the default) printed at the end:", "",
-              "```", first["transcript"], "```"]
+    if first.get("transcript"):
+        lines += ["", f"What `paperrl {first['recipe']}` (seed {first['seeds'][0]}, the default) printed at the end:",
+                  "", "```", first["transcript"], "```"]
     v = results["verify"]
     lines += ["", "## 2. `paperrl verify --all`", "", f"Exit code {v['exit_code']}.", "",
               "| recipe | rows | PASS | GAP | KNOWN DEVIATION | FAIL |", "|---|---|---|---|---|---|"]
@@ -171,11 +174,21 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=["gspo", "dapo", "dr-grpo", "lite-ppo", "rloo", "dpo",
                                                          "alphapo", "bema"])
     parser.add_argument("--startup-rounds", type=int, default=11)
+    parser.add_argument("--reuse-demo", action="store_true",
+                        help="keep the demo section of the last results/results.json, with the commit and command "
+                             "that measured it, and measure verify and start-up anew")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     command = "python bench/results.py" + "".join(f" {a}" for a in sys.argv[1:])
     results = {"command": command, "machine": machine(), "seeds": seeds, "demo": [], "startup_rounds": args.startup_rounds}
-    for recipe in args.recipes:
+    results["demo_measured"] = {"command": command, "commit": results["machine"]["commit"],
+                                "date": results["machine"]["date"]}
+    if args.reuse_demo:
+        previous = json.loads((OUT / "results.json").read_text())
+        results.update(seeds=previous["seeds"], demo=previous["demo"],
+                       demo_measured=previous.get("demo_measured") or {
+                           k: previous["machine"][k] for k in ("commit", "date")} | {"command": previous["command"]})
+    for recipe in [] if args.reuse_demo else args.recipes:
         print(f"demo: {recipe}", file=sys.stderr, flush=True)
         results["demo"].append(demo(recipe, seeds))
     print("verify --all", file=sys.stderr, flush=True)
