@@ -234,15 +234,17 @@ def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | Non
 
 def _result(name: str, claim: Claim, runs: list, output_dir: Path, max_steps: int | None) -> dict:
     arms = (claim.arms.treatment, claim.arms.control)
-    values = {a.name: [read_metric(r[4], claim.metric) for r in runs if r[2] is a] for a in arms}
+    steps = max_steps or claim.steps  # a shorter smoke run reads the same share of its steps
+    metric = claim.metric.model_copy(update={"from_step": 1 + (claim.metric.from_step - 1) * steps // claim.steps})
+    values = {a.name: [read_metric(r[4], metric) for r in runs if r[2] is a] for a in arms}
     seeds = sorted({r[3] for r in runs})
     result = {
         "paper": name, "id": claim.id,
         "claim": f"\"{claim.claim}\" ({claim.source})", "toy": claim.toy, "task": claim.task,
         "arms": {side: {"name": a.name, "set": a.set} for side, a in zip(("treatment", "control"), arms)},
-        "metric": {**claim.metric.model_dump(exclude_none=True)},
+        "metric": metric.model_dump(exclude_none=True),
         "rule": {**claim.rule.model_dump(), "text": rule_text(claim.rule)},
-        "steps": max_steps or claim.steps, "seeds": seeds, "tuning_seeds": claim.tuning_seeds,
+        "steps": steps, "seeds": seeds, "tuning_seeds": claim.tuning_seeds,
         "values": values,
         **decide(values[arms[0].name], values[arms[1].name], claim.rule.expect),
         "runs": {a.name: [str(r[4]) for r in runs if r[2] is a] for a in arms},
