@@ -54,6 +54,33 @@ def test_t_quantiles():
     assert reproduce.t975(100) == 1.96
 
 
+def _run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 1, "entropy": 1.0}, {"step": 2, "entropy": 2.0, "rewards/margins": 0.5},
+            {"step": 3, "entropy": 4.0, "rewards/margins": 0.3}, {"step": 3, "train_runtime": 1.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps({"eval": {"after": 0.75}}))
+    (run / "paperrl.json").write_text(json.dumps({"config": {"beta": 0.1}}))
+    return run
+
+
+@pytest.mark.parametrize("metric, value", [
+    ({"file": "metrics.jsonl", "key": "entropy"}, 7 / 3),
+    ({"file": "metrics.jsonl", "key": "entropy", "from_step": 2}, 3.0),
+    ({"file": "metrics.jsonl", "key": "entropy", "reduce": "last"}, 4.0),
+    ({"file": "metrics.jsonl", "key": "rewards/margins", "divide_by": "beta"}, 4.0),
+    ({"file": "summary.json", "key": "eval.after"}, 0.75),
+])
+def test_metric_read_from_the_run(tmp_path, metric, value):
+    assert reproduce.read_metric(_run_dir(tmp_path), reproduce.Metric(name="m", **metric)) == pytest.approx(value)
+
+
+def test_metric_never_logged_is_one_line(tmp_path):
+    with pytest.raises(PaperrlError, match="no 'kl' logged from step 1"):
+        reproduce.read_metric(_run_dir(tmp_path), reproduce.Metric(name="m", file="metrics.jsonl", key="kl"))
+
+
 # ---------------------------------------------------------------- claim files
 
 
@@ -64,6 +91,16 @@ def test_shipped_claim_files_load():
         for claim in reproduce.load(path):
             assert claim.arms.treatment.name != claim.arms.control.name
             assert not set(claim.tuning_seeds) & set(reproduce.reporting_seeds(claim.seeds))
+
+
+def test_claim_files_ship_in_the_wheel():
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(reproduce.__file__).parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["paperrl"]
+    for path in reproduce.available().values():
+        assert any(fnmatch.fnmatch(str(path.relative_to(root / "paperrl")), p) for p in patterns), path
 
 
 def _claim_file(tmp_path: Path, **change) -> Path:
