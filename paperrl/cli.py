@@ -367,7 +367,7 @@ def verify(recipe: Optional[str] = typer.Argument(None, metavar="[RECIPE|FILE]",
 
 
 @app.command("reproduce")
-def reproduce(paper: Optional[str] = typer.Argument(None, metavar="[PAPER]", help="a recipe with a claim file, or --all"),
+def reproduce(paper: Optional[str] = typer.Argument(None, metavar="[PAPER|FILE]", help="a recipe with a claim file, a claim file <recipe>.yaml, or --all"),
               all_: bool = typer.Option(False, "--all", help="every paper with a claim file"),
               seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", help="reporting seeds 1..N; default: each claim's"),
               output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR", help="default: runs/reproduce"),
