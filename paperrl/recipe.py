@@ -138,7 +138,8 @@ class Objective(_Strict):
     ratio: Sourced[Literal["token", "sequence", "none"]] | None = None  # none: REINFORCE
     clip: Sourced[tuple[float, float]] | None = None  # [epsilon_low, epsilon_high]
     soft_gate: Sourced[tuple[float, float]] | None = None  # SAPO's gate temperatures [tau_pos, tau_neg], no clip
-    aggregation: Sourced[Literal["sequence_mean", "token_mean", "constant"]] | None = None
+    is_cap: Sourced[float] | None = None  # CISPO: REINFORCE weighted by sg(min(ratio, is_cap)), no clip
+    aggregation: Sourced[Literal["sequence_mean", "sequence_sum", "token_mean", "constant"]] | None = None
     kl_in_reward: Sourced[float] | None = None  # beta of a sequence-level KL subtracted from the reward
     overlong_filtering: Sourced[bool] | None = None  # truncated completions get no loss
     overlong_reward: Sourced[tuple[int, int]] | None = None  # [L_max, L_cache] of the soft overlong punishment

@@ -79,13 +79,16 @@ def ref_ratio(logps, old_logps, mask, level: str):
 
 
 def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int):
-    """-(clipped surrogate), or SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign of A, instead of
-    the clip; aggregated as the paper does."""
+    """-(clipped surrogate); instead of the clip, SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign
+    of A, or CISPO's REINFORCE term with a capped, stop-gradient weight sg(min(r, cap)) A log pi; aggregated as the
+    paper does (sequence_sum: LUSPO's per-sequence sum, each sequence weighted by its length)."""
     r = ref_ratio(logps, old_logps, mask, objective["ratio"])
     a = advantages.unsqueeze(1)
     if "soft_gate" in objective:
         tau = torch.where(a > 0, *objective["soft_gate"])
         surrogate = (4 / tau * torch.sigmoid(tau * (r - 1)) * a).expand_as(logps)
+    elif "is_cap" in objective:
+        surrogate = torch.clamp(r, max=objective["is_cap"]).detach() * a * logps
     else:
         low, high = objective["clip"]
         surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
@@ -93,6 +96,8 @@ def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len
     if how == "sequence_mean":
         per_seq = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         return -per_seq.mean()
+    if how == "sequence_sum":
+        return -(surrogate * mask).sum(-1).mean()
     if how == "token_mean":
         return -(surrogate * mask).sum() / mask.sum().clamp(min=1)
     if how == "constant":
@@ -406,7 +411,8 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
         updates.append(parts)
     if min(margins) < MIN_CLIP_MARGIN:
         raise AssertionError(f"verify scenario: a ratio lies {min(margins):.2g} from a clip edge")
-    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "aggregation") if getattr(src, k))
+    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "is_cap", "aggregation")
+                   if getattr(src, k))
     note = f"{len(windows)} updates of {ga} micro-batches, tokens per update {tokens}"
     checks.append(_compare("policy loss (ratio, clip, aggregation)", eq, torch.stack(ours), torch.stack(theirs),
                            note=note))

@@ -31,6 +31,7 @@ ADV = torch.tensor([1.0, -1.0])
     ("token", "token_mean", -0.0620581),  # (1.10517 + 1 + 0.90484 - 2 x 1.34986) / 5 tokens
     ("token", "sequence_mean", 0.1732613),  # mean of per-sequence means
     ("token", "constant", -0.0517151),  # sum / (2 completions x L_max 3)
+    ("token", "sequence_sum", -0.1551454),  # LUSPO: mean of per-sequence sums: (3.01001 - 2 x 1.34986) / 2
     ("sequence", "sequence_mean", 0.1749294),  # s = (1, e^0.3): (1 - 1.34986) / 2
 ])
 def test_policy_loss_by_hand(ratio, aggregation, expected):
@@ -45,6 +46,13 @@ def test_sapo_soft_gate_by_hand():
     objective = {"ratio": "token", "aggregation": "sequence_mean", "soft_gate": [1.0, 1.05]}
     loss = v.ref_policy_loss(LOG_RATIO, torch.zeros(2, 3), MASK, ADV, objective, max_len=3)
     assert loss.item() == pytest.approx(0.1237055, abs=1e-6)
+
+
+def test_cispo_capped_weight_by_hand():
+    # -sg(min(r, 1.2)) A log pi per token, over 5 tokens: (1.10517 x 0.1 + 0 - 0.90484 x 0.1 - 2 x 1.2 x 0.3) / 5
+    objective = {"ratio": "token", "aggregation": "token_mean", "is_cap": 1.2}
+    loss = v.ref_policy_loss(LOG_RATIO, torch.zeros(2, 3), MASK, ADV, objective, max_len=3)
+    assert loss.item() == pytest.approx(0.1399933, abs=1e-6)
 
 
 def test_clip_higher_by_hand():
@@ -154,8 +162,11 @@ ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows
     **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo", "ld-dpo", "wpo")},  # no batch
     "2-grpo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
                "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
-    "sapo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
-             "gradient of the policy loss, all parameters", *SCHEDULE],
+    **{name: ["advantage (group)", "policy loss (ratio, clip, aggregation)",
+              "gradient of the policy loss, all parameters", *SCHEDULE] for name in ("sapo", "luspo")},
+    "scalerl": ["advantage (batch)", "policy loss (ratio, clip, aggregation)",
+                "gradient of the policy loss, all parameters",
+                "TRL's own dapo normaliser (without paperrl's exact_token_normaliser)", *BATCH, *SCHEDULE],
 }
 
 
@@ -231,6 +242,8 @@ def test_a_verifier_that_checks_nothing_fails(cache_dir, monkeypatch):
     ("wpo", "use_weighting=false", "preference loss"),
     ("sapo", "sapo_temperature_neg=2.0", "policy loss"),
     ("2-grpo", "batch.completions_per_prompt=4", "samples per update"),
+    ("luspo", "loss_type=grpo", "policy loss"),
+    ("scalerl", "epsilon_high=1.1", "policy loss"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
     ("dapo", "deviations.trl_token_normaliser.max_relative=0.1", "TRL's own dapo normaliser"),
     ("rloo", "epsilon=0.2", "REINFORCE gradient, off-policy"),
