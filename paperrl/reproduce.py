@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -201,30 +201,39 @@ def _train(command: list[str], run_dir: Path) -> None:
         raise PaperrlError(f"{' '.join(command[2:])}: exit {code}; its output is in {log}")
 
 
+class Run(NamedTuple):
+    paper: str
+    claim: Claim
+    arm: Arm
+    seed: int
+    dir: Path
+    command: list[str]
+
+
 def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | None = None,
               max_steps: int | None = None, jobs: int = 1) -> dict:
     """Run every arm x seed of each (recipe, claim), then decide each claim and draw its figure."""
-    runs = []  # (name, claim, arm, seed, run_dir, command)
+    runs = []
     for name, claim in plans:
         for seed in reporting_seeds(seeds or claim.seeds):
             for side in ("treatment", "control"):
                 arm = getattr(claim.arms, side)
                 run_dir = output_dir / name / claim.id / arm.name / f"seed-{seed}"
-                runs.append((name, claim, arm, seed, run_dir, _command(name, claim, arm, seed, run_dir, max_steps)))
+                runs.append(Run(name, claim, arm, seed, run_dir, _command(name, claim, arm, seed, run_dir, max_steps)))
     started = time.perf_counter()
     done = []
 
-    def train(job):
-        job[4].parent.mkdir(parents=True, exist_ok=True)
+    def train(run: Run) -> None:
+        run.dir.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        _train(job[5], job[4])
-        done.append(job)
-        print(f"[{len(done)}/{len(runs)}] {job[0]} {job[1].id}: {job[2].name} seed {job[3]} "
+        _train(run.command, run.dir)
+        done.append(run)
+        print(f"[{len(done)}/{len(runs)}] {run.paper} {run.claim.id}: {run.arm.name} seed {run.seed} "
               f"({time.perf_counter() - t0:.0f} s, {time.perf_counter() - started:.0f} s in all)", file=sys.stderr)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(train, runs))
-    results = [_result(name, claim, [r for r in runs if r[1] is claim], output_dir, max_steps)
+    results = [_result(name, claim, [r for r in runs if r.claim is claim], output_dir, max_steps)
                for name, claim in plans]
     report = {"command": "paperrl " + " ".join(sys.argv[1:]), "output_dir": str(output_dir),
               "wall_s": round(time.perf_counter() - started, 1), "claims": results}
@@ -232,12 +241,12 @@ def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | Non
     return report
 
 
-def _result(name: str, claim: Claim, runs: list, output_dir: Path, max_steps: int | None) -> dict:
+def _result(name: str, claim: Claim, runs: list[Run], output_dir: Path, max_steps: int | None) -> dict:
     arms = (claim.arms.treatment, claim.arms.control)
     steps = max_steps or claim.steps  # a shorter smoke run reads the same share of its steps
     metric = claim.metric.model_copy(update={"from_step": 1 + (claim.metric.from_step - 1) * steps // claim.steps})
-    values = {a.name: [read_metric(r[4], metric) for r in runs if r[2] is a] for a in arms}
-    seeds = sorted({r[3] for r in runs})
+    values = {a.name: [read_metric(r.dir, metric) for r in runs if r.arm is a] for a in arms}
+    seeds = sorted({r.seed for r in runs})
     result = {
         "paper": name, "id": claim.id,
         "claim": f"\"{claim.claim}\" ({claim.source})", "toy": claim.toy, "task": claim.task,
@@ -247,7 +256,7 @@ def _result(name: str, claim: Claim, runs: list, output_dir: Path, max_steps: in
         "steps": steps, "seeds": seeds, "tuning_seeds": claim.tuning_seeds,
         "values": values,
         **decide(values[arms[0].name], values[arms[1].name], claim.rule.expect),
-        "runs": {a.name: [str(r[4]) for r in runs if r[2] is a] for a in arms},
+        "runs": {a.name: [str(r.dir) for r in runs if r.arm is a] for a in arms},
     }
     result["figure"] = str(figure(result, output_dir / f"{name}-{claim.id}.png"))
     return result
