@@ -186,6 +186,11 @@ def read_metric(run_dir: Path, metric: Metric) -> float:
     return float(value)
 
 
+def scaled_metric(claim: Claim, steps: int) -> Metric:
+    """The claim's metric for runs of `steps` steps: a shorter smoke run reads the same share of its steps."""
+    return claim.metric.model_copy(update={"from_step": 1 + (claim.metric.from_step - 1) * steps // claim.steps})
+
+
 def _command(recipe: str, claim: Claim, arm: Arm, seed: int, run_dir: Path, max_steps: int | None) -> list[str]:
     sets = [a for s in [f"seed={seed}", *arm.set] for a in ("--set", s)]
     return [sys.executable, "-m", "paperrl", recipe, *sets, "--max-steps", str(max_steps or claim.steps),
@@ -243,8 +248,8 @@ def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | Non
 
 def _result(name: str, claim: Claim, runs: list[Run], output_dir: Path, max_steps: int | None) -> dict:
     arms = (claim.arms.treatment, claim.arms.control)
-    steps = max_steps or claim.steps  # a shorter smoke run reads the same share of its steps
-    metric = claim.metric.model_copy(update={"from_step": 1 + (claim.metric.from_step - 1) * steps // claim.steps})
+    steps = max_steps or claim.steps
+    metric = scaled_metric(claim, steps)
     values = {a.name: [read_metric(r.dir, metric) for r in runs if r.arm is a] for a in arms}
     seeds = sorted({r.seed for r in runs})
     result = {

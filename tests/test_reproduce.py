@@ -76,6 +76,13 @@ def test_metric_read_from_the_run(tmp_path, metric, value):
     assert reproduce.read_metric(_run_dir(tmp_path), reproduce.Metric(name="m", **metric)) == pytest.approx(value)
 
 
+def test_smoke_runs_read_the_same_share_of_steps():
+    [claim] = reproduce.load(reproduce.available()["dapo"])  # entropy from step 61 of 120
+    assert reproduce.scaled_metric(claim, claim.steps) == claim.metric
+    assert reproduce.scaled_metric(claim, 4).from_step == 3
+    assert reproduce.scaled_metric(claim, 1).from_step == 1
+
+
 def test_metric_never_logged_is_one_line(tmp_path):
     with pytest.raises(PaperrlError, match="no 'kl' logged from step 1"):
         reproduce.read_metric(_run_dir(tmp_path), reproduce.Metric(name="m", file="metrics.jsonl", key="kl"))
