@@ -141,6 +141,7 @@ class Objective(_Strict):
     is_cap: Sourced[float] | None = None  # CISPO: REINFORCE weighted by sg(min(ratio, is_cap)), no clip
     aggregation: Sourced[Literal["sequence_mean", "sequence_sum", "token_mean", "constant"]] | None = None
     kl_in_reward: Sourced[float] | None = None  # beta of a sequence-level KL subtracted from the reward
+    kl: Sourced[float] | None = None  # beta of GRPO's per-token KL penalty in the loss (DeepSeekMath Eq. 4)
     overlong_filtering: Sourced[bool] | None = None  # truncated completions get no loss
     overlong_reward: Sourced[tuple[int, int]] | None = None  # [L_max, L_cache] of the soft overlong punishment
     preference: Sourced[Preference | list[Preference]] | None = None  # {loss: sigmoid, beta}, ...

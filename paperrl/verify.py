@@ -78,10 +78,11 @@ def ref_ratio(logps, old_logps, mask, level: str):
     return torch.exp((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1))
 
 
-def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int):
+def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int, ref_logps=None):
     """-(clipped surrogate); instead of the clip, SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign
     of A, or CISPO's REINFORCE term with a capped, stop-gradient weight sg(min(r, cap)) A log pi; aggregated as the
-    paper does (sequence_sum: LUSPO's per-sequence sum, each sequence weighted by its length)."""
+    paper does (sequence_sum: LUSPO's per-sequence sum, each sequence weighted by its length). With `kl`, GRPO's
+    KL penalty (DeepSeekMath Eq. 4: pi_ref/pi - log(pi_ref/pi) - 1 per token, times beta) is part of the loss."""
     r = ref_ratio(logps, old_logps, mask, objective["ratio"])
     a = advantages.unsqueeze(1)
     if "soft_gate" in objective:
@@ -92,6 +93,9 @@ def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len
     else:
         low, high = objective["clip"]
         surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
+    if "kl" in objective:
+        d = ref_logps - logps
+        surrogate = surrogate - objective["kl"] * (torch.exp(d) - d - 1)
     how = objective["aggregation"]
     if how == "sequence_mean":
         per_seq = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
@@ -278,6 +282,7 @@ REWARDS = [1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 2, 2, 0, 1, 0,
 # token of every completion with a positive advantage gets e^0.22 = 1.25, between 1 + 0.2 and 1 + 0.28.
 SHIFTS = [0.0, 1e-4, -2e-4, 0.05, -0.1, 0.22, 0.25, -0.3]
 CLIP_HIGHER_SHIFT = 0.22
+KL_PERTURBATION = 0.05  # weight noise that moves the policy from the reference when the loss has a KL term
 MIN_CLIP_MARGIN = 1e-5  # no ratio may sit so close to a clip edge that float rounding decides its side
 
 
@@ -331,7 +336,7 @@ def clip_margin(offset: torch.Tensor, mask: torch.Tensor, objective: dict) -> fl
     if "clip" not in objective:
         return math.inf
     low, high = objective["clip"]
-    edges = torch.tensor([math.log1p(-low), math.log1p(high)])
+    edges = torch.tensor(([math.log1p(-low)] if low < 1 else []) + [math.log1p(high)])  # low >= 1: no lower edge
     if objective["ratio"] == "sequence":
         values = (offset.sum(-1) / mask.sum(-1).clamp(min=1))[mask.sum(-1) > 0]
     else:
@@ -357,6 +362,12 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
     trainer = _trainer(plan, [scenario])
     trainer.current_gradient_accumulation_steps = ga
     scenario.attach(trainer)
+    reference = None
+    if "kl" in objective:  # pi_ref: the embedded model as loaded (not TRL's copy); the policy moved away from it
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(demo.model_dir()).eval()
+        _perturb(trainer.model, KL_PERTURBATION)
     generate = trainer._generate_and_score_completions
 
     def capture(rows):  # keep the rollout in generation order (TRL shuffles it before splitting)
@@ -402,7 +413,7 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
             margins.append(clip_margin(offset, mask, objective))
             parts.append(s)
         their_loss = sum(trainer._compute_loss(model, s) for s in parts)
-        our_loss = _window_loss(model, parts, objective, temperature)
+        our_loss = _window_loss(model, parts, objective, temperature, reference)
         their_grads.append(_grads(model, their_loss))
         our_grads.append(_grads(model, our_loss))
         theirs.append(their_loss.detach())
@@ -411,7 +422,7 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
         updates.append(parts)
     if min(margins) < MIN_CLIP_MARGIN:
         raise AssertionError(f"verify scenario: a ratio lies {min(margins):.2g} from a clip edge")
-    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "is_cap", "aggregation")
+    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "is_cap", "aggregation", "kl")
                    if getattr(src, k))
     note = f"{len(windows)} updates of {ga} micro-batches, tokens per update {tokens}"
     checks.append(_compare("policy loss (ratio, clip, aggregation)", eq, torch.stack(ours), torch.stack(theirs),
@@ -457,7 +468,7 @@ def _check_dynamic_sampling(recipe_name: str, sets: list[str], objective: dict) 
     ]
 
 
-def _window_loss(model, parts, objective, temperature):
+def _window_loss(model, parts, objective, temperature, ref_model=None):
     """The paper's loss of one update: its micro-batches joined (padding to a common width)."""
     width = max(p["completion_ids"].shape[1] for p in parts)
     pwidth = max(p["prompt_ids"].shape[1] for p in parts)
@@ -471,7 +482,11 @@ def _window_loss(model, parts, objective, temperature):
     old = cat("old_per_token_logps", width, False)
     logps = ref_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
     advantages = torch.cat([p["advantages"] for p in parts])
-    return ref_policy_loss(logps, old, completion_mask.float(), advantages, objective, MAX_LEN)
+    ref = None
+    if "kl" in objective:
+        with torch.no_grad():
+            ref = ref_token_logps(ref_model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    return ref_policy_loss(logps, old, completion_mask.float(), advantages, objective, MAX_LEN, ref)
 
 
 def _trl_normaliser_deviation(plan, trainer, updates, ours, gen, tokens) -> Check:

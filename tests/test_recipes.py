@@ -12,7 +12,7 @@ from paperrl import recipe as recipes
 from paperrl.resolve import Options, build_config, resolve
 
 ALL = ["2-grpo", "alphapo", "apo-down", "apo-zero", "bema", "cpo", "dapo", "discopop", "dpo", "dr-grpo", "exo", "f-dpo",
-       "gspo", "ipo", "ld-dpo", "lite-ppo", "luspo", "nca", "rloo", "robust-dpo", "rpo", "sapo", "scalerl", "simpo",
+       "grpo", "gspo", "ipo", "ld-dpo", "lite-ppo", "luspo", "nca", "rloo", "robust-dpo", "rpo", "sapo", "scalerl", "simpo",
        "tulu3-dpo", "wpo"]
 CONTRACT_KEYS = {"recipe", "trainer", "paper", "model", "dataset", "config", "origin", "sources", "rewards",
                  "callbacks", "dynamic_sampling", "batch", "launch"}

@@ -48,6 +48,13 @@ def test_sapo_soft_gate_by_hand():
     assert loss.item() == pytest.approx(0.1237055, abs=1e-6)
 
 
+def test_grpo_kl_penalty_by_hand():
+    # the reference's log-probabilities 0: d = -log pi, beta (e^d - d - 1) per token added to the clipped loss
+    objective = {"ratio": "token", "aggregation": "sequence_mean", "clip": [0.2, 0.2], "kl": 0.1}
+    loss = v.ref_policy_loss(LOG_RATIO, torch.zeros(2, 3), MASK, ADV, objective, 3, ref_logps=torch.zeros(2, 3))
+    assert loss.item() == pytest.approx(0.1754691, abs=1e-6)  # 0.1732613 without the KL term
+
+
 def test_cispo_capped_weight_by_hand():
     # -sg(min(r, 1.2)) A log pi per token, over 5 tokens: (1.10517 x 0.1 + 0 - 0.90484 x 0.1 - 2 x 1.2 x 0.3) / 5
     objective = {"ratio": "token", "aggregation": "token_mean", "is_cap": 1.2}
@@ -160,8 +167,8 @@ ROWS = {  # what each recipe's verify checks; a verifier that returns fewer rows
     **{name: [*PREFERENCE, *OFFLINE_BATCH, *SCHEDULE]  # the DPO family, SimPO: a batch stated
        for name in ("robust-dpo", "exo", "nca", "discopop", "apo-zero", "apo-down", "tulu3-dpo", "simpo")},
     **{name: [*PREFERENCE, *SCHEDULE] for name in ("ipo", "rpo", "f-dpo", "cpo", "ld-dpo", "wpo")},  # no batch
-    "2-grpo": ["advantage (group)", "policy loss (ratio, clip, aggregation)",
-               "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE],
+    **{name: ["advantage (group)", "policy loss (ratio, clip, aggregation)",
+              "gradient of the policy loss, all parameters", *BATCH, *SCHEDULE] for name in ("2-grpo", "grpo")},
     **{name: ["advantage (group)", "policy loss (ratio, clip, aggregation)",
               "gradient of the policy loss, all parameters", *SCHEDULE] for name in ("sapo", "luspo")},
     "scalerl": ["advantage (batch)", "policy loss (ratio, clip, aggregation)",
@@ -243,6 +250,8 @@ def test_a_verifier_that_checks_nothing_fails(cache_dir, monkeypatch):
     ("sapo", "sapo_temperature_neg=2.0", "policy loss"),
     ("2-grpo", "batch.completions_per_prompt=4", "samples per update"),
     ("luspo", "loss_type=grpo", "policy loss"),
+    ("grpo", "beta=0", "policy loss"),
+    ("grpo", "use_bias_correction_kl=true", "policy loss"),
     ("scalerl", "epsilon_high=1.1", "policy loss"),
     ("dapo", "exact_token_normaliser=false", "policy loss"),
     ("dapo", "deviations.trl_token_normaliser.max_relative=0.1", "TRL's own dapo normaliser"),
