@@ -63,15 +63,17 @@ def test_advantages_are_trls_own_over_the_kept_batch(cache_dir, option):
     """TRL computes the advantages on the kept batch, with whatever advantage options the run sets."""
     trainer, _ = _trainer("dynamic_sampling.enabled=true", "dynamic_sampling.oversample=1.5", option)
     out = trainer._generate_and_score_completions(_generation_batch(trainer))
-    rewards_ = trainer.last_rollout["rewards_per_func"][:, 0]
+    per_func, weights = trainer.last_rollout["rewards_per_func"], trainer.reward_weights  # the demo's and ours
     g = trainer.num_generations
-    centred = rewards_.view(-1, g) - rewards_.view(-1, g).mean(dim=1, keepdim=True)
-    if option.startswith("scale_rewards"):  # group mean, batch std
-        expected = centred.flatten() / (rewards_.std() + 1e-4)
-    else:  # normalise each reward function per group, sum, then normalise over the batch
-        per_func = (centred / (rewards_.view(-1, g).std(dim=1, keepdim=True) + 1e-4)).flatten()
-        expected = (per_func - per_func.mean()) / (per_func.std() + 1e-4)
-    assert out["advantages"].tolist() == pytest.approx(expected.tolist(), abs=1e-4)
+    if option.startswith("scale_rewards"):  # weighted sum; group mean, batch std
+        total = (per_func * weights).sum(dim=1)
+        expected = (total.view(-1, g) - total.view(-1, g).mean(dim=1, keepdim=True)).flatten() / (total.std() + 1e-4)
+    else:  # normalise each reward function within its group, weighted sum, then normalise over the batch
+        grouped = per_func.view(-1, g, per_func.shape[1])
+        z = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + 1e-4)
+        summed = (z.reshape(-1, per_func.shape[1]) * weights).sum(dim=1)
+        expected = (summed - summed.mean()) / (summed.std() + 1e-4)
+    assert per_func.shape[1] == 2 and out["advantages"].tolist() == pytest.approx(expected.tolist(), abs=1e-4)
 
 
 def test_bound_reached_trains_on_fill_and_counts_it(cli, tmp_path):
