@@ -29,7 +29,7 @@ from paperrl.errors import PaperrlError, closest
 
 CLAIM_DIR = Path(str(resources.files("paperrl") / "claims"))
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
-# two-sided 95% Student t quantiles by degrees of freedom; beyond 30 the normal's 1.96
+# two-sided 95% Student t quantiles by degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
@@ -140,7 +140,7 @@ def reporting_seeds(n: int) -> list[int]:
 
 def t975(df: int) -> float:
     """The two-sided 95% Student t quantile (the table's nearest smaller df: a conservative interval)."""
-    return _T975[max(k for k in _T975 if k <= df)] if df <= 30 else 1.96
+    return _T975[max(k for k in _T975 if k <= df)]
 
 
 def decide(treatment: list[float], control: list[float], expect: str) -> dict:
