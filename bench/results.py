@@ -9,7 +9,8 @@
    run is a normal run directory under build/results/RECIPE/seed-S, and build/results/RECIPE/summary.json
    holds the per-seed values and the interval.
 2. `paperrl verify --all`: every row's verdict, and each known deviation's size against its bound.
-3. Start-up of the instant commands against `trl --help` (bench/startup.py), as ratios measured side by side.
+3. `paperrl reproduce --all`: each paper's claim, both arms over seeds, the effect, its 95% interval, the verdict.
+4. Start-up of the instant commands against `trl --help` (bench/startup.py), as ratios measured side by side.
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ def verify() -> dict:
     return {"exit_code": done.returncode, "rows": report}
 
 
+def reproduce(seeds: int) -> dict:
+    out = RUNS / "reproduce"
+    done = paperrl("reproduce", "--all", "--seeds", seeds, "--jobs", 2, "--output-dir", out, "--overwrite",
+                   "--format", "json")
+    if done.returncode != 0:
+        raise SystemExit(f"paperrl reproduce --all failed:\n{done.stderr[-3000:]}")
+    return json.loads((out / "reproduce.json").read_text())
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -162,7 +172,16 @@ def markdown(results: dict) -> str:
                 bound = f"bound {c['bound']:.0%}" if c.get("bound") is not None else "no bound"
                 lines.append(f"- {name}: {c['check']}: {c['relative']:.1%} of the paper's value ({bound}): "
                              f"{c['status']}. {c['note']}")
-    lines += ["", "## 3. Start-up against `trl --help`", "",
+    lines += ["", "## 3. `paperrl reproduce --all`", "", f"`{results['reproduce']['command']}`: "
+              "treatment - control per seed, mean and 95% t-interval over seeds, verdict by each claim's rule.", "",
+              "| paper | claim | metric | treatment / control | effect | 95% interval | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for c in results["reproduce"]["claims"]:
+        arms = f"{c['arms']['treatment']['name']} / {c['arms']['control']['name']}"
+        low, high = c["interval"]
+        lines.append(f"| {c['paper']} | {c['id']} | {c['metric']['name']} | {arms} | {_f(c['effect'])} | "
+                     f"[{_f(low)}, {_f(high)}] | {c['verdict']} |")
+    lines += ["", "## 4. Start-up against `trl --help`", "",
               f"{results['startup_rounds']} interleaved rounds, median wall time of the whole process.", "",
               *startup.table(results["startup"]), ""]
     return "\n".join(lines)
@@ -193,6 +212,8 @@ def main() -> None:
         results["demo"].append(demo(recipe, seeds))
     print("verify --all", file=sys.stderr, flush=True)
     results["verify"] = verify()
+    print("reproduce --all", file=sys.stderr, flush=True)
+    results["reproduce"] = reproduce(args.seeds)
     print("start-up", file=sys.stderr, flush=True)
     results["startup"] = startup.measure(args.startup_rounds)
     OUT.mkdir(exist_ok=True)
