@@ -1,12 +1,14 @@
 """`paperrl verify`: does TRL compute the paper's objective for this recipe?
 
-For each recipe the real TRL trainer is built on the embedded tiny model and fed a fixed, seeded
-batch that exercises what the paper changes: off-policy old log-probabilities (ratios != 1, some
-beyond the clip range), completions of different lengths, truncated completions, groups with
-equal and with different rewards. What TRL computes (advantages, loss, gradient with respect to
-every parameter, masks, rewards, weight averages) is compared with a reference implementation of
-the paper's equations written here in plain torch, with the constants the paper states (the
-recipe's `objective` section), never with TRL's code or the run's TRL settings.
+For each recipe the real TRL trainer is built on the embedded tiny model and fed a scenario written
+by hand (below: completions, terminations, rewards, old log-probabilities), never sampled, that
+exercises what the paper changes: ratios of 1, inside and beyond each clip range, completions of
+different lengths, truncated completions, groups with equal and with different rewards. What TRL
+computes (advantages, masks, loss, gradient with respect to every parameter, rewards, weight
+averages) is compared with a reference implementation of the paper's equations written here in
+plain torch, with the constants the paper states (the recipe's `objective` section), never with
+TRL's code or the run's TRL settings. The weights only turn tokens into log-probabilities, which
+both sides compute from the same weights: the verdicts do not depend on the machine.
 """
 
 from __future__ import annotations
