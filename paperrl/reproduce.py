@@ -5,7 +5,9 @@ section, the two arms as `--set` differences from the recipe, the task, the metr
 metrics.jsonl or summary.json, the number of seeds, the tuning seeds (kept apart from the reporting seeds)
 and the decision rule. Every arm x seed is a normal run of the real CLI (`paperrl RECIPE --set seed=S
 ...`) in its own run directory; the verdict is computed here from the per-seed values, and a figure of
-them is written beside. Claim files are discovered, like recipes: adding one is adding a file.
+them is written beside. Claim files are discovered, like recipes: adding one is adding a file. Two arms with
+the same `set` are the same runs, trained once and read with two metric keys (an arm's `key`), e.g. BEMA's
+average against the raw iterate of the same run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class _Strict(BaseModel):
 class Arm(_Strict):
     name: str  # a directory name: lower-case letters, digits, '-' and '.'
     set: list[str] = []  # --set NAME=VALUE differences from the recipe
+    key: Optional[str] = None  # the metric's key for this arm where it differs (two measures of the same runs)
 
 
 class Arms(_Strict):
@@ -119,6 +122,9 @@ def load(path: Path) -> list[Claim]:
                 problems.append(f"{at}.{field}: {name!r}; accepted: lower-case letters, digits, '-' and '.'")
         if c.arms.treatment.name == c.arms.control.name:
             problems.append(f"{at}.arms: treatment and control share the name {c.arms.treatment.name!r}")
+        if shares_runs(c) and arm_metric(c.metric, c.arms.treatment).key == arm_metric(c.metric, c.arms.control).key:
+            problems.append(f"{at}.arms: the same --set and the same metric key: the difference is 0 by "
+                            "construction; give the control its own set or key")
         for side in ("treatment", "control"):
             try:
                 recipes.load(path.stem, getattr(c.arms, side).set)
@@ -133,6 +139,15 @@ def load(path: Path) -> list[Claim]:
 
 def reporting_seeds(n: int) -> list[int]:
     return list(range(1, n + 1))
+
+
+def shares_runs(claim: Claim) -> bool:
+    """Arms with the same --set differences are the same runs, trained once and read with two metric keys."""
+    return claim.arms.treatment.set == claim.arms.control.set
+
+
+def arm_metric(metric: Metric, arm: Arm) -> Metric:
+    return metric.model_copy(update={"key": arm.key}) if arm.key else metric
 
 
 # ---------------------------------------------------------------- the decision rule
@@ -223,8 +238,10 @@ def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | Non
         for seed in reporting_seeds(seeds or claim.seeds):
             for side in ("treatment", "control"):
                 arm = getattr(claim.arms, side)
-                run_dir = output_dir / name / claim.id / arm.name / f"seed-{seed}"
+                owner = claim.arms.treatment if side == "control" and shares_runs(claim) else arm
+                run_dir = output_dir / name / claim.id / owner.name / f"seed-{seed}"
                 runs.append(Run(name, claim, arm, seed, run_dir, _command(name, claim, arm, seed, run_dir, max_steps)))
+    trained = list({r.dir: r for r in runs[::-1]}.values())[::-1]  # each directory once, by its first arm
     started = time.perf_counter()
     done = []
 
@@ -233,11 +250,11 @@ def reproduce(plans: list[tuple[str, Claim]], output_dir: Path, seeds: int | Non
         t0 = time.perf_counter()
         _train(run.command, run.dir)
         done.append(run)
-        print(f"[{len(done)}/{len(runs)}] {run.paper} {run.claim.id}: {run.arm.name} seed {run.seed} "
+        print(f"[{len(done)}/{len(trained)}] {run.paper} {run.claim.id}: {run.arm.name} seed {run.seed} "
               f"({time.perf_counter() - t0:.0f} s, {time.perf_counter() - started:.0f} s in all)", file=sys.stderr)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(train, runs))
+        list(pool.map(train, trained))
     results = [_result(name, claim, [r for r in runs if r.claim is claim], output_dir, max_steps)
                for name, claim in plans]
     report = {"command": "paperrl " + " ".join(sys.argv[1:]), "output_dir": str(output_dir),
@@ -250,12 +267,12 @@ def _result(name: str, claim: Claim, runs: list[Run], output_dir: Path, max_step
     arms = (claim.arms.treatment, claim.arms.control)
     steps = max_steps or claim.steps
     metric = scaled_metric(claim, steps)
-    values = {a.name: [read_metric(r.dir, metric) for r in runs if r.arm is a] for a in arms}
+    values = {a.name: [read_metric(r.dir, arm_metric(metric, a)) for r in runs if r.arm is a] for a in arms}
     seeds = sorted({r.seed for r in runs})
     result = {
         "paper": name, "id": claim.id,
         "claim": f"\"{claim.claim}\" ({claim.source})", "toy": claim.toy, "task": claim.task,
-        "arms": {side: {"name": a.name, "set": a.set} for side, a in zip(("treatment", "control"), arms)},
+        "arms": {side: a.model_dump(exclude_none=True) for side, a in zip(("treatment", "control"), arms)},
         "metric": metric.model_dump(exclude_none=True),
         "rule": {**claim.rule.model_dump(), "text": rule_text(claim.rule)},
         "steps": steps, "seeds": seeds, "tuning_seeds": claim.tuning_seeds,

@@ -142,6 +142,35 @@ def test_claim_file_errors_name_the_field(tmp_path, change, field):
     assert field.replace("error: ", "") in exc.value.problems[0]
 
 
+def test_shared_runs_need_two_metric_keys(tmp_path):
+    file = _claim_file(tmp_path, arms={"treatment": {"name": "gspo"}, "control": {"name": "again"}})
+    with pytest.raises(PaperrlError, match="claims.0.arms: the same --set and the same metric key"):
+        reproduce.load(file)
+
+
+def test_arms_with_the_same_set_are_the_same_runs(tmp_path, monkeypatch):
+    """BEMA's shape: one run per seed, read twice (the average and the raw iterate), trained once."""
+    [claim] = reproduce.load(reproduce.available()["bema"])
+    assert reproduce.shares_runs(claim) and claim.arms.control.key == "eval.raw_iterate"
+    trained = []
+
+    def fake_train(command, run_dir):
+        seed = int(command[command.index("--set") + 1].removeprefix("seed="))
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({"eval": {"after": 0.5 + seed / 10, "raw_iterate": 0.5}}))
+        trained.append(run_dir)
+
+    monkeypatch.setattr(reproduce, "_train", fake_train)
+    report = reproduce.reproduce([("bema", claim)], tmp_path, seeds=2, max_steps=2)
+    [result] = report["claims"]
+    assert len(trained) == 2 and all(d.parent.name == claim.arms.treatment.name for d in trained)
+    treatment, control = claim.arms.treatment.name, claim.arms.control.name
+    assert result["runs"][treatment] == result["runs"][control] == [str(d) for d in trained]
+    assert result["values"] == {treatment: pytest.approx([0.6, 0.7]), control: [0.5, 0.5]}
+    assert result["differences"] == pytest.approx([0.1, 0.2])
+    assert result["arms"]["control"]["key"] == "eval.raw_iterate" and "key" not in result["arms"]["treatment"]
+
+
 def test_claim_file_error_through_the_cli(tmp_path):
     file = _claim_file(tmp_path, metric=None)
     done = paperrl("reproduce", file, "--output-dir", tmp_path / "out")
