@@ -352,7 +352,7 @@ def _argument_problems(raw: dict, where: str, user: set) -> list[str]:
         registry = CALLBACKS if section == "callbacks" else rewards
         for item in items if isinstance(items, list) else []:
             name = item.get("name") if isinstance(item, dict) else None
-            args = item.get("args") or {}
+            args = (item.get("args") if isinstance(item, dict) else None) or {}
             if not isinstance(name, str) or not isinstance(args, dict) or ":" in name:
                 continue  # pydantic reports the shape; a user's module:function is bound when the run loads it
             if name not in registry:

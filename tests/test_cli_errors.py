@@ -225,3 +225,15 @@ def test_exact_normaliser_needs_whole_accumulation_windows(cli, tmp_path):
     assert not out.exists()
     assert dry("dapo", "--set", "steps_per_generation=3", "--set", "gradient_accumulation_steps=2",
                "--set", "exact_token_normaliser=false")["config"]["steps_per_generation"] == 3
+
+
+def test_a_null_reward_entry_is_a_user_error(cli, tmp_path):
+    """Found by the fuzzer: `rewards: [null]` was an internal error."""
+    import yaml
+
+    from paperrl.recipe import available
+
+    raw = yaml.safe_load(available()["gspo"].read_text())
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**raw, "rewards": [None]}))
+    assert_user_error(cli("run", path, "--dry-run"), "rewards.0")
