@@ -1,7 +1,7 @@
 """`make results`: every number the README quotes, measured in one run, written to results/RESULTS.md
 (and results/results.json), with the machine, the versions and the command.
 
-    python bench/results.py [--seeds 3] [--recipes gspo dapo ...] [--startup-rounds 11]
+    python bench/results.py [--seeds 3] [--recipes gspo dapo ...] [--startup-rounds 11] [--reuse demo ...]
 
 1. The demo: each recipe on the embedded default, once per seed (`--set seed=S`), the test metric before
    and after; per recipe the per-seed values, the mean change with its standard error and a 95% t-interval
@@ -120,6 +120,11 @@ def machine() -> dict:
     }
 
 
+def _measured(results: dict, section: str) -> str:
+    m = results["measured"][section]
+    return f"Measured by `{m['command']}` at commit {m['commit']} on {m['date']}."
+
+
 def _f(x: float) -> str:
     return f"{x:+.3f}" if not math.isnan(x) else "n/a"
 
@@ -128,14 +133,14 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
         "# Results", "",
-        f"Written by `{results['command']}` on {m['date']}, commit {m['commit']}. Machine: {m['platform']}, "
+        f"Written by `{results['command']}` on {m['date']}, commit {m['commit']}; each section says which run "
+        "measured it (`--reuse` keeps a section from the previous run). Machine: {m['platform']}, "
         f"{m['cpu']}, {m['cpu_count']} CPUs. Python {m['python']}, torch {m['torch']}, transformers "
         f"{m['transformers']}, TRL {m['trl']}, accelerate {m['accelerate']}.",
         "The README quotes this file and nothing else. Float rounding differs between CPUs: another machine of "
         "this kind gives other values within the intervals' spirit, and the same verdicts from `paperrl verify`.",
         "", "## 1. The demo on the embedded default", "",
-        f"Measured by `{results['demo_measured']['command']}` at commit {results['demo_measured']['commit']} on "
-        f"{results['demo_measured']['date']}.", "",
+        _measured(results, "demo"), "",
         f"Each recipe, {len(results['seeds'])} seeds ({', '.join(map(str, results['seeds']))}), test split "
         "(unordered pairs never trained on). Change = after - before, per seed; 95% t-interval over seeds.", "",
         "| recipe | metric (test, n) | steps | before | after, per seed | change: mean ± s.e. | 95% interval | "
@@ -159,7 +164,7 @@ def markdown(results: dict) -> str:
         lines += ["", f"What `paperrl {first['recipe']}` (seed {first['seeds'][0]}, the default) printed at the end:",
                   "", "```", first["transcript"], "```"]
     v = results["verify"]
-    lines += ["", "## 2. `paperrl verify --all`", "", f"Exit code {v['exit_code']}.", "",
+    lines += ["", "## 2. `paperrl verify --all`", "", _measured(results, "verify"), "", f"Exit code {v['exit_code']}.", "",
               "| recipe | rows | PASS | GAP | KNOWN DEVIATION | FAIL |", "|---|---|---|---|---|---|"]
     for name, rows in v["rows"].items():
         count = {s: sum(1 for c in rows if c["status"] == s) for s in ("PASS", "GAP", "KNOWN DEVIATION", "FAIL")}
@@ -172,7 +177,8 @@ def markdown(results: dict) -> str:
                 bound = f"bound {c['bound']:.0%}" if c.get("bound") is not None else "no bound"
                 lines.append(f"- {name}: {c['check']}: {c['relative']:.1%} of the paper's value ({bound}): "
                              f"{c['status']}. {c['note']}")
-    lines += ["", "## 3. `paperrl reproduce --all`", "", f"`{results['reproduce']['command']}`: "
+    lines += ["", "## 3. `paperrl reproduce --all`", "", _measured(results, "reproduce"), "",
+              f"`{results['reproduce']['command']}`: "
               "treatment - control per seed, mean and 95% t-interval over seeds, verdict by each claim's rule.", "",
               "| paper | claim | metric | treatment / control | effect | 95% interval | verdict |",
               "|---|---|---|---|---|---|---|"]
@@ -182,9 +188,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {c['paper']} | {c['id']} | {c['metric']['name']} | {arms} | {_f(c['effect'])} | "
                      f"[{_f(low)}, {_f(high)}] | {c['verdict']} |")
     lines += ["", "## 4. Start-up against `trl --help`", "",
+              _measured(results, "startup"), "",
               f"{results['startup_rounds']} interleaved rounds, median wall time of the whole process.", "",
               *startup.table(results["startup"]), ""]
     return "\n".join(lines)
+
+
+SECTIONS = ("demo", "verify", "reproduce", "startup")
 
 
 def main() -> None:
@@ -193,29 +203,31 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=["gspo", "dapo", "dr-grpo", "lite-ppo", "rloo", "dpo",
                                                          "alphapo", "bema"])
     parser.add_argument("--startup-rounds", type=int, default=11)
-    parser.add_argument("--reuse-demo", action="store_true",
-                        help="keep the demo section of the last results/results.json, with the commit and command "
-                             "that measured it, and measure verify and start-up anew")
+    parser.add_argument("--reuse", nargs="*", choices=SECTIONS, default=[],
+                        help="keep these sections of the last results/results.json, each with the command and commit "
+                             "that measured it, and measure the others anew")
     args = parser.parse_args()
-    seeds = list(range(args.seeds))
     command = "python bench/results.py" + "".join(f" {a}" for a in sys.argv[1:])
-    results = {"command": command, "machine": machine(), "seeds": seeds, "demo": [], "startup_rounds": args.startup_rounds}
-    results["demo_measured"] = {"command": command, "commit": results["machine"]["commit"],
-                                "date": results["machine"]["date"]}
-    if args.reuse_demo:
-        previous = json.loads((OUT / "results.json").read_text())
-        results.update(seeds=previous["seeds"], demo=previous["demo"],
-                       demo_measured=previous.get("demo_measured") or {
-                           k: previous["machine"][k] for k in ("commit", "date")} | {"command": previous["command"]})
-    for recipe in [] if args.reuse_demo else args.recipes:
-        print(f"demo: {recipe}", file=sys.stderr, flush=True)
-        results["demo"].append(demo(recipe, seeds))
-    print("verify --all", file=sys.stderr, flush=True)
-    results["verify"] = verify()
-    print("reproduce --all", file=sys.stderr, flush=True)
-    results["reproduce"] = reproduce(args.seeds)
-    print("start-up", file=sys.stderr, flush=True)
-    results["startup"] = startup.measure(args.startup_rounds)
+    results = {"command": command, "machine": machine(), "seeds": list(range(args.seeds)),
+               "startup_rounds": args.startup_rounds, "measured": {}}
+    previous = json.loads((OUT / "results.json").read_text()) if args.reuse else {}
+    measure = {
+        "demo": lambda: [demo(recipe, results["seeds"]) for recipe in args.recipes],
+        "verify": verify,
+        "reproduce": lambda: reproduce(args.seeds),
+        "startup": lambda: startup.measure(args.startup_rounds),
+    }
+    for section in SECTIONS:
+        if section in args.reuse:
+            results[section] = previous[section]
+            results["measured"][section] = previous["measured"][section]
+            if section == "demo":
+                results["seeds"] = previous["seeds"]
+            continue
+        print(f"{section} ...", file=sys.stderr, flush=True)
+        results[section] = measure[section]()
+        results["measured"][section] = {"command": command, "commit": results["machine"]["commit"],
+                                        "date": results["machine"]["date"]}
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "RESULTS.md").write_text(markdown(results))
