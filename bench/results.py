@@ -180,13 +180,14 @@ def markdown(results: dict) -> str:
     lines += ["", "## 3. `paperrl reproduce --all`", "", _measured(results, "reproduce"), "",
               f"`{results['reproduce']['command']}`: "
               "treatment - control per seed, mean and 95% t-interval over seeds, verdict by each claim's rule.", "",
-              "| paper | claim | metric | treatment / control | effect | 95% interval | verdict |",
-              "|---|---|---|---|---|---|---|"]
+              "| paper | claim | metric | treatment, per seed | control, per seed | effect | 95% interval | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in results["reproduce"]["claims"]:
-        arms = f"{c['arms']['treatment']['name']} / {c['arms']['control']['name']}"
+        arms = [c["arms"][side]["name"] for side in ("treatment", "control")]
+        per_seed = [f"{name}: " + ", ".join(f"{x:.4g}" for x in c["values"][name]) for name in arms]
         low, high = c["interval"]
-        lines.append(f"| {c['paper']} | {c['id']} | {c['metric']['name']} | {arms} | {_f(c['effect'])} | "
-                     f"[{_f(low)}, {_f(high)}] | {c['verdict']} |")
+        lines.append(f"| {c['paper']} | {c['id']} | {c['metric']['name']} | {per_seed[0]} | {per_seed[1]} | "
+                     f"{c['effect']:+.3g} | [{low:+.3g}, {high:+.3g}] | {c['verdict']} |")
     lines += ["", "## 4. Start-up against `trl --help`", "",
               _measured(results, "startup"), "",
               f"{results['startup_rounds']} interleaved rounds, median wall time of the whole process.", "",
