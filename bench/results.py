@@ -134,7 +134,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# Results", "",
         f"Written by `{results['command']}` on {m['date']}, commit {m['commit']}; each section says which run "
-        "measured it (`--reuse` keeps a section from the previous run). Machine: {m['platform']}, "
+        f"measured it (`--reuse` keeps a section from the previous run). Machine: {m['platform']}, "
         f"{m['cpu']}, {m['cpu_count']} CPUs. Python {m['python']}, torch {m['torch']}, transformers "
         f"{m['transformers']}, TRL {m['trl']}, accelerate {m['accelerate']}.",
         "The README quotes this file and nothing else. Float rounding differs between CPUs: another machine of "
