@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import startup  # noqa: E402
 
 PAPERRL = str(Path(sys.executable).parent / "paperrl")
-RUNS = ROOT / "build" / "results"
+RUNS = Path("build") / "results"  # relative to ROOT (the commands run there): no machine path in the results
 OUT = ROOT / "results"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # df -> t
@@ -64,15 +64,15 @@ def interval(values: list[float]) -> dict:
 def demo(recipe: str, seeds: list[int]) -> dict:
     runs = []
     for seed in seeds:
-        out = RUNS / recipe / f"seed-{seed}"
+        out = RUNS / recipe / f"seed-{seed}"  # relative: the transcript and the JSON name no machine path
         started = time.perf_counter()
         done = paperrl(recipe, "--set", f"seed={seed}", "--output-dir", out, "--overwrite")
         if done.returncode != 0:
             raise SystemExit(f"paperrl {recipe} seed {seed} failed:\n{done.stderr[-3000:]}")
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((ROOT / out / "summary.json").read_text())
         if not runs:  # what the user sees at the end of `paperrl RECIPE` (seed 0 is the default run's seed)
             transcript = done.stderr[done.stderr.find(f"paperrl {recipe}: completed"):].rstrip()
-        runs.append({"seed": seed, "run_dir": str(out.relative_to(ROOT)), "wall_s": time.perf_counter() - started,
+        runs.append({"seed": seed, "run_dir": str(out), "wall_s": time.perf_counter() - started,
                      "train_s": summary["runtime_s"], "steps": summary["steps"], **summary["eval"]})
     first = runs[0]
     result = {
@@ -88,7 +88,7 @@ def demo(recipe: str, seeds: list[int]) -> dict:
     if "raw_iterate" in first:  # BEMA: the average is evaluated; the raw iterate beside it
         result["raw_iterate"] = [r["raw_iterate"] for r in runs]
         result["bema_minus_raw"] = interval([r["after"] - r["raw_iterate"] for r in runs])
-    (RUNS / recipe / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / RUNS / recipe / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -104,7 +104,7 @@ def reproduce(seeds: int) -> dict:
                    "--format", "json")
     if done.returncode != 0:
         raise SystemExit(f"paperrl reproduce --all failed:\n{done.stderr[-3000:]}")
-    return json.loads((out / "reproduce.json").read_text())
+    return json.loads((ROOT / out / "reproduce.json").read_text())
 
 
 def machine() -> dict:
@@ -130,6 +130,10 @@ def _f(x: float) -> str:
 
 
 def markdown(results: dict) -> str:
+    return _markdown(results).replace(f"{ROOT}/", "")  # paths relative to the repository, on any machine
+
+
+def _markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
         "# Results", "",

@@ -174,7 +174,7 @@ def data(lines, tmp: Path):
 
 def dynamic_sampling(lines, tmp: Path):
     steps = 16 if QUICK else 40
-    reward = ROOT / "bench" / "informative_reward.py"
+    reward = Path("bench") / "informative_reward.py"  # relative to ROOT, where the commands run
     base = ["gspo", "--max-steps", str(steps), "--reward", f"{reward}:fractional", "--set",
             "dynamic_sampling.metric=fractional"]
     lines += ["## 5. DAPO dynamic sampling: cost against the fraction of informative groups", "",

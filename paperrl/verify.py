@@ -210,14 +210,16 @@ def ref_bema(thetas: list[torch.Tensor], a: dict, update_freq: int) -> torch.Ten
 # ---------------------------------------------------------------- building the real trainer
 
 
-def _plan(recipe_name: str, sets: list[str], **config):
+def _plan(recipe_name: str, sets: list[str], dynamic_sampling: dict | None = None, **config):
+    """The resolved recipe with the scenario's batch; dynamic sampling off unless given settings to merge in
+    (it is verified on its own scenario, _check_dynamic_sampling)."""
     from paperrl import recipe as recipes
     from paperrl.resolve import Options, resolve
 
     plan = resolve(recipes.load(recipe_name, sets), Options(output_dir="/tmp/paperrl-verify"))
     plan.config.update(config)
     plan.config.pop("reward_weights", None)
-    plan.dynamic_sampling = None  # verified on its own scenario (_check_dynamic_sampling)
+    plan.dynamic_sampling = {**plan.dynamic_sampling, **dynamic_sampling} if dynamic_sampling else None
     return plan
 
 
@@ -444,13 +446,9 @@ def _check_dynamic_sampling(recipe_name: str, sets: list[str], objective: dict) 
     """DAPO §3.2 on the scenario: a rollout of 8 groups whose first 2 have equal rewards. Round 1 keeps groups
     2-7; each later round asks for the 2 missing groups, and the scenario hands out its next ones: round 2
     groups 0-1 (dropped), round 3 groups 2-3 (kept). The advantages must be the paper's over the kept groups."""
-    from paperrl import recipe as recipes
-    from paperrl.resolve import Options, resolve
-
-    plan = _plan(recipe_name, sets, gradient_accumulation_steps=1, steps_per_generation=4,
-                 per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
-    plan.dynamic_sampling = {**resolve(recipes.load(recipe_name, sets), Options(output_dir="/tmp/paperrl-verify"))
-                             .dynamic_sampling, "metric": "reward", "oversample": 1.0, "max_rounds": 10}
+    plan = _plan(recipe_name, sets, dynamic_sampling={"metric": "reward", "oversample": 1.0, "max_rounds": 10},
+                 gradient_accumulation_steps=1, steps_per_generation=4, per_device_train_batch_size=8,
+                 num_generations=GROUP, max_completion_length=MAX_LEN)
     scenario = _Scenario()
     trainer = _trainer(plan, [scenario])
     scenario.attach(trainer)
