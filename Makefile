@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # a multi-GB CUDA build. GPU machines get the default build (torch is not capped).
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup demo test bench results clean
+.PHONY: setup demo test test-slow bench results clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/paperrl gspo
 
+# The fast suite (under ~10 minutes on 2 cores); test-slow trains and verifies every recipe (CI runs both).
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
+	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist load -m slow
 
 bench: setup
 	$(PY) bench/run.py

@@ -12,7 +12,17 @@ import yaml
 
 from paperrl.errors import PaperrlError, closest
 
-RECIPE_DIR = Path(str(resources.files("paperrl") / "recipes"))  # one folder per trainer family
+
+
+def _recipe_dir() -> Path:
+    """recipes/<family>/<name>.yaml: beside paperrl/ in a source checkout, inside it in an installed wheel."""
+    package = Path(str(resources.files("paperrl")))
+    if (package.parent / "pyproject.toml").is_file() and (package.parent / "recipes").is_dir():
+        return package.parent / "recipes"
+    return package / "recipes"
+
+
+RECIPE_DIR = _recipe_dir()  # one folder per trainer family
 UNAVAILABLE_FILE = Path(str(resources.files("paperrl") / "unavailable.yaml"))
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: several times faster
 
@@ -95,7 +105,7 @@ def trl_defaults(trainer: str) -> dict[str, str]:
     import importlib.util
 
     from paperrl import demo, trl_fields
-    from paperrl.trainers import KINDS
+    from paperrl.kinds import KINDS
 
     stamps = [(st.st_mtime_ns, st.st_size) for st in (os.stat(importlib.util.find_spec(p).origin)
                                                       for p in ("trl", "transformers"))]

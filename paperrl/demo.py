@@ -21,41 +21,38 @@ TEST_PAIRS = 60
 VALIDATION_PAIRS = 30
 SPLITS = ("train", "validation", "test")
 
-_WHY = "embedded default: tiny model on 2 CPU cores"
+WHY = "embedded default: tiny model on 2 CPU cores"
 
-# Settings every demo run uses, then per trainer kind (the recipe's own `demo` values come on top).
-_COMMON = {
+# Settings every demo run uses; each trainer kind (paperrl/kinds/) builds its own on one of these,
+# and the recipe's own `demo` values come on top.
+COMMON = {
     "gradient_checkpointing": (False, "tiny model: checkpointing only slows it down"),
-    "logging_steps": (1, _WHY),
-    "save_steps": (20, _WHY),
-    "seed": (SEED, _WHY),
+    "logging_steps": (1, WHY),
+    "save_steps": (20, WHY),
+    "seed": (SEED, WHY),
 }
-_ONLINE = {  # generation: GRPO family and RLOO
-    **_COMMON,
-    "max_steps": (300, _WHY),
+ONLINE = {  # generation: GRPO family and RLOO
+    **COMMON,
+    "max_steps": (300, WHY),
     "max_completion_length": (4, "demo task: a sum has at most 2 digits, plus end of text"),
-    "learning_rate": (3e-4, _WHY),
+    "learning_rate": (3e-4, WHY),
     "per_device_train_batch_size": (32, "embedded default: 32 completions per micro-batch fit a tiny model"),
 }
-_OFFLINE = {  # preference pairs and SFT
-    **_COMMON,
-    "max_steps": (40, _WHY),
+OFFLINE = {  # preference pairs and SFT
+    **COMMON,
+    "max_steps": (40, WHY),
     "max_length": (16, "demo task: prompt and answer fit in 16 characters"),
 }
-DEMO_CONFIG = {
-    "grpo": {**_ONLINE, "temperature": (1.0, _WHY)},
-    "rloo": _ONLINE,
-    "dpo": _OFFLINE,
-    "cpo": _OFFLINE,
-    "sft": {**_OFFLINE, "per_device_train_batch_size": (16, _WHY)},
-}
 
-TASKS = {"grpo": "addition", "rloo": "addition", "dpo": "addition-preferences",
-         "cpo": "addition-preferences", "sft": "addition-sft"}
+
+def _kind(trainer: str):
+    from paperrl.kinds import KINDS
+
+    return KINDS[trainer]
 
 
 def task_name(trainer: str) -> str:
-    return f"demo:{TASKS[trainer]}"
+    return f"demo:{_kind(trainer).task.name}"
 
 
 def one_thread() -> None:
@@ -80,7 +77,7 @@ def build_key() -> str:
     import inspect
     from importlib.metadata import version
 
-    code = [inspect.getsource(f) for f in (_pairs, _wrong, rows, _tokenizer, _model, _batch, _answers_right,
+    code = [inspect.getsource(f) for f in (_pairs, _wrong, completion_row, _tokenizer, _model, _batch, _answers_right,
                                            _warm_up, ensure_model)]
     constants = (SEED, MAX_OPERAND, TEST_PAIRS, VALIDATION_PAIRS, WARM_UP_TARGET, WARM_UP_MAX_STEPS,
                  WARM_UP_CHECK_EVERY, _ALPHABET, _SPECIALS)
@@ -110,18 +107,22 @@ def _wrong(a: int, b: int, rng: random.Random) -> int:
 
 
 def rows(trainer: str, split: str) -> list[dict]:
-    """Rows of the demo task for a trainer kind; split is 'train', 'validation' or 'test'."""
+    """Rows of a trainer kind's demo task; split is 'train', 'validation' or 'test'."""
     rng = random.Random(SEED + 1)
-    out = []
-    for a, b in _pairs(split):
-        prompt, answer = f"{a}+{b}=", str(a + b)
-        if trainer in ("grpo", "rloo"):
-            out.append({"prompt": prompt, "solution": answer})
-        elif trainer in ("dpo", "cpo"):
-            out.append({"prompt": prompt, "chosen": answer, "rejected": str(_wrong(a, b, rng))})
-        else:
-            out.append({"prompt": prompt, "completion": answer})
-    return out
+    return [_kind(trainer).task.row(a, b, rng) for a, b in _pairs(split)]
+
+
+# The tasks the kinds share: (a, b, rng) -> one row.
+def addition_row(a: int, b: int, rng: random.Random) -> dict:
+    return {"prompt": f"{a}+{b}=", "solution": str(a + b)}
+
+
+def preference_row(a: int, b: int, rng: random.Random) -> dict:
+    return {"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(_wrong(a, b, rng))}
+
+
+def completion_row(a: int, b: int, rng: random.Random) -> dict:
+    return {"prompt": f"{a}+{b}=", "completion": str(a + b)}
 
 
 def dataset(trainer: str, split: str):
@@ -203,7 +204,7 @@ def _warm_up(model, tokenizer, batch_size: int = 64) -> int:
     count lands anywhere from 25% to 85% depending on the machine. Returns the steps taken."""
     import torch
 
-    train, validation = rows("sft", "train"), rows("sft", "validation")
+    train, validation = ([completion_row(a, b, None) for a, b in _pairs(split)] for split in ("train", "validation"))
     rng = random.Random(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     step = 0
@@ -251,29 +252,35 @@ def ensure_model() -> Path:
 # ---------------------------------------------------------------- evaluation
 
 
-METRICS = {  # what evaluate() measures, by trainer kind
-    "preference": "preference accuracy (log-probability of the whole answer, not length-normalised)",
-    "generation": "exact-match accuracy (greedy)",
-}
+def exact_match(model, tokenizer, split: str) -> float:
+    """Share of the split's sums that greedy decoding answers right (by teacher forcing, one forward pass)."""
+    return _answers_right(model, tokenizer, [completion_row(a, b, None) for a, b in _pairs(split)])
+
+
+def preference_accuracy(model, tokenizer, split: str) -> float:
+    """Share of the split's pairs whose right answer the model finds likelier than the wrong one."""
+    rng = random.Random(SEED + 1)
+    pairs = [preference_row(a, b, rng) for a, b in _pairs(split)]
+    chosen = _answer_logprobs(model, tokenizer, [{**r, "completion": r["chosen"]} for r in pairs])
+    rejected = _answer_logprobs(model, tokenizer, [{**r, "completion": r["rejected"]} for r in pairs])
+    return (chosen > rejected).float().mean().item()
+
+
+EXACT_MATCH = "exact-match accuracy (greedy)"
+PREFERENCE_ACCURACY = "preference accuracy (log-probability of the whole answer, not length-normalised)"
 
 
 def evaluate(model, tokenizer, trainer: str, split: str = "test") -> dict:
-    """The demo task's metric on one split: exact-match accuracy of greedy answers, or preference accuracy."""
+    """The metric of a trainer kind's demo task on one split, by the task's own evaluation."""
     import torch
 
-    rows_ = rows(trainer, split)
+    task = _kind(trainer).task
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        if trainer in ("dpo", "cpo"):
-            chosen = _answer_logprobs(model, tokenizer, [{**r, "completion": r["chosen"]} for r in rows_])
-            rejected = _answer_logprobs(model, tokenizer, [{**r, "completion": r["rejected"]} for r in rows_])
-            value, kind = (chosen > rejected).float().mean().item(), "preference"
-        else:
-            answers = [{"prompt": r["prompt"], "completion": r.get("solution", r.get("completion"))} for r in rows_]
-            value, kind = _answers_right(model, tokenizer, answers), "generation"
+        value = task.evaluate(model, tokenizer, split)
     model.train(was_training)
-    return {"metric": f"{split} {METRICS[kind]}", "split": split, "n": len(rows_), "value": value}
+    return {"metric": f"{split} {task.metric}", "split": split, "n": len(_pairs(split)), "value": value}
 
 
 def _answer_logprobs(model, tokenizer, rows_: list[dict]):

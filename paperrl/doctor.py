@@ -30,8 +30,6 @@ _EXTRAS = (
     ("flash_attn", "flash-attn", "flash-attention kernels (GPU)", "pip install flash-attn --no-build-isolation"),
     ("wandb", "wandb", "--report-to wandb", "pip install wandb"),
 )
-# Trainer kinds that keep a frozen reference copy of the model: always, or when their KL `beta` is not 0.
-_REFERENCE = {"dpo": "always", "grpo": "beta", "rloo": "beta"}
 _ASSUMED_PROMPT_TOKENS = 512  # for the generation estimate where the recipe caps no prompt length
 
 
@@ -192,7 +190,7 @@ def memory_estimate(plan, config: dict | None, params: int, machine: Machine) ->
         return plan.config.get(name, fields.get(name, (None,))[0])
 
     parts = {"weights": params * width, "gradients": params * width, "AdamW states": 2 * params * width}
-    reference = _REFERENCE.get(plan.recipe.trainer)
+    reference = plan.kind.reference
     if reference == "always" or (reference == "beta" and value("beta")):
         parts["reference model"] = params * width
     text = config.get("text_config", config) if config else None

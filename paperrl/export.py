@@ -112,9 +112,9 @@ def _data(plan: Plan) -> str:
             "import random",
             f"SEED, MAX_OPERAND, TEST_PAIRS, VALIDATION_PAIRS = {demo.SEED}, {demo.MAX_OPERAND}, "
             f"{demo.TEST_PAIRS}, {demo.VALIDATION_PAIRS}",
-            _source(demo._pairs, demo._wrong, demo.rows),
-            "def load_train_dataset():\n"
-            f"    return Dataset.from_list(rows({plan.recipe.trainer!r}, 'train'))",
+            _source(demo._pairs, demo._wrong, plan.kind.task.row),
+            "def load_train_dataset():\n    rng = random.Random(SEED + 1)\n"
+            f"    return Dataset.from_list([{plan.kind.task.row.__name__}(a, b, rng) for a, b in _pairs('train')])",
         ]
     else:
         parts.append("def load_train_dataset():\n    return load(PLAN)")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paperrl.catalog import RECIPE_DIR, available, locate, read_raw, shipped  # noqa: F401 (re-exported)
 from paperrl.errors import PaperrlError, Problems, closest
-from paperrl.trainers import KINDS
+from paperrl.kinds import KINDS
 from paperrl.trl_fields import config_fields, parameters, type_problem
 
 # Callbacks a recipe can name: name -> class, imported only when a run builds it.
@@ -175,9 +175,12 @@ class Demo(_Strict):
 class Recipe(_Strict):
     name: str
     title: str
-    arxiv: str
-    trainer: Literal["grpo", "rloo", "dpo", "cpo", "sft"]
+    arxiv: str  # "" for an entry without a paper (a blog post): then `url`
+    trainer: str  # a trainer kind: a module of paperrl/kinds/ (load() checks it)
     summary: str
+    url: str | None = None  # the post, for an entry without an arXiv paper
+    year: int | None = None  # publication year where the arXiv id does not give it
+    partial: str | None = None  # what of the paper's method this recipe does not cover (`paperrl list` says partial)
     fixes: list[str] = []  # what paperrl fixes relative to TRL's Paper Index
     dataset: Dataset | None = None
     config: dict[str, Sourced] = {}

@@ -162,7 +162,7 @@ def resolve(recipe: Recipe, opts: Options) -> Plan:
         sources[name] = source
 
     if demo_mode:
-        for name, (value, why) in demo.DEMO_CONFIG[recipe.trainer].items():
+        for name, (value, why) in recipe.kind.demo.items():
             put(name, value, "demo", why)
     user_fields = {p.split(".", 1)[1] for p in recipe.user_set if p.startswith("config.")}
     for name, entry in recipe.config.items():

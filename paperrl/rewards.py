@@ -16,7 +16,7 @@ from pathlib import Path
 
 from paperrl.errors import PaperrlError, closest
 from paperrl.recipe import reward_name
-from paperrl.trainers import KINDS
+from paperrl.kinds import KINDS
 from paperrl.trl_fields import reward_arguments
 
 

@@ -200,6 +200,8 @@ def build_trainer(plan: Plan, dataset, reward_funcs, extra_callbacks=()):
         del kwargs["peft_config"]
     if plan.kind.online:
         kwargs["reward_funcs"] = reward_funcs
+    if plan.kind.trainer_arguments:  # what this kind's trainer needs beyond the common ones (a teacher, ...)
+        kwargs.update(plan.kind.load("trainer_arguments")(plan, tokenizer))
     cls = plan.kind.load("trainer_class")
     if plan.dynamic_sampling:
         from paperrl.sampling import with_dynamic_sampling

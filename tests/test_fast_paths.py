@@ -73,7 +73,7 @@ def test_show_prints_trl_defaults_as_values():
 
 def test_show_and_diff_validate_a_users_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "paperrl/recipes/grpo/gspo.yaml").read_text().replace("epsilon_high:", "epsilon_hihg:"))
+    bad.write_text((ROOT / "recipes/grpo/gspo.yaml").read_text().replace("epsilon_high:", "epsilon_hihg:"))
     for argv in (["show", bad], ["diff", "gspo", bad]):
         result = run_in_process(argv)
         assert result.returncode == 2 and "epsilon_hihg" in result.stderr and "did you mean 'epsilon_high'" in result.stderr
@@ -81,7 +81,7 @@ def test_show_and_diff_validate_a_users_file(tmp_path):
 
 def test_trl_defaults_are_kept_on_disk(tmp_path, monkeypatch):
     from paperrl import catalog
-    from paperrl.trainers import KINDS
+    from paperrl.kinds import KINDS
     from paperrl.trl_fields import config_fields
 
     monkeypatch.setenv("PAPERRL_CACHE", str(tmp_path))

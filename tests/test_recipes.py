@@ -11,15 +11,18 @@ from conftest import dry
 from paperrl import recipe as recipes
 from paperrl.resolve import Options, build_config, resolve
 
-ALL = ["2-grpo", "alphapo", "apo-down", "apo-zero", "bema", "cpo", "dapo", "discopop", "dpo", "dr-grpo", "exo", "f-dpo",
-       "grpo", "gspo", "ipo", "ld-dpo", "lite-ppo", "luspo", "nca", "rloo", "robust-dpo", "rpo", "sapo", "scalerl", "simpo",
-       "tulu3-dpo", "wpo"]
+ALL = sorted(recipes.available())
+FIRST = ["2-grpo", "alphapo", "apo-down", "apo-zero", "bema", "cpo", "dapo", "discopop", "dpo", "dr-grpo", "exo", "f-dpo",
+         "grpo", "gspo", "ipo", "ld-dpo", "lite-ppo", "luspo", "nca", "rloo", "robust-dpo", "rpo", "sapo", "scalerl",
+         "simpo", "tulu3-dpo", "wpo"]
 CONTRACT_KEYS = {"recipe", "trainer", "paper", "model", "dataset", "config", "origin", "sources", "rewards",
                  "callbacks", "dynamic_sampling", "batch", "launch"}
 
 
-def test_all_recipes_are_discovered():
-    assert sorted(recipes.available()) == ALL
+def test_all_recipes_are_discovered_in_their_family_folder():
+    assert set(FIRST) <= set(ALL)
+    for name, path in recipes.available().items():
+        assert path.parent.parent == recipes.RECIPE_DIR, name
 
 
 @pytest.mark.parametrize("name", ALL)

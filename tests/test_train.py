@@ -45,6 +45,7 @@ def _trainer(name, output_dir="/tmp/paperrl-unused", **opts):
     return build_trainer(plan, datamod.load(plan), funcs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(recipes.available()) - set(ALL)))
 def test_every_other_recipe_trains_on_the_embedded_default(cache_dir, tmp_path, name):
     """The recipes added for the Paper Index (issue 15) share their trainer kinds with ALL, whose runs go through

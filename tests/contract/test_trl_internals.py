@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conftest helpers, also when run alone
 
-from paperrl.trainers import KINDS  # noqa: E402
+from paperrl.kinds import KINDS  # noqa: E402
 
 # The private methods paperrl overrides or calls, with the parameters it passes: {internal: (params, relied on by)}.
 SIGNATURES = {
@@ -28,14 +28,14 @@ SIGNATURES = {
     "GRPOTrainer._calculate_rewards": (["self", "inputs", "prompts", "completions", "completion_ids_list"],
                                        "paperrl/sampling.py overrides it"),
     "GRPOTrainer._prepare_inputs": (["self", "generation_batch"], "paperrl/normaliser.py overrides it"),
-    "GRPOTrainer._compute_loss": (["self", "model", "inputs"], "paperrl/verify.py calls it"),
+    "GRPOTrainer._compute_loss": (["self", "model", "inputs"], "paperrl/verify/policy.py calls it"),
     "GRPOTrainer._generate": (["self", "prompts"], "paperrl/sampling.py calls it for each generation round"),
     "GRPOTrainer._generate_single_turn": (["self", "prompt_ids", "images", "multimodal_fields", "num_generations",
                                            "has_tool_images"],
                                           "paperrl/sampling.py replays the kept completions through it; verify.py "
                                           "hands its written completions through it"),
     "RLOOTrainer._generate_single_turn": (["self", "prompt_ids", "images", "multimodal_fields"],
-                                          "paperrl/verify.py hands its written completions through it"),
+                                          "paperrl/verify/policy.py hands its written completions through it"),
 }
 # What sampling.py reads from the output of _generate_and_score_completions.
 GENERATION_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}
@@ -73,7 +73,7 @@ def test_trl_fields_read_from_source_equal_dataclasses_fields(kind):
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if KINDS[k].closed])
 def test_closed_sets_read_from_trl_hold_every_shipped_value(kind):
-    """trainers.py reads each closed set (loss_type, ...) from the strings TRL's code compares it with."""
+    """paperrl.kinds reads each closed set (loss_type, ...) from the strings TRL's code compares it with."""
     from paperrl import recipe as recipes
 
     k = KINDS[kind]

@@ -1,0 +1,193 @@
+"""The papers' objectives, written from their equations in plain torch: no TRL code, no TRL settings.
+
+`paperrl verify` compares what TRL computes with these. Each function is checked on examples worked by
+hand in tests/test_verify.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+EPS = 1e-4  # numerical guard of the std division (zero-variance groups), as in every implementation
+
+def ref_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0):
+    """log pi(o_t | q, o_<t) of the sampling policy (logits / temperature), one per completion token."""
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, prompt_ids.shape[1] - 1:-1].float() / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def ref_advantages(rewards: torch.Tensor, group: int, kind: str) -> torch.Tensor:
+    """group: (r - mean_g) / std_g;  batch: (r - mean_g) / std_batch;  none: r - mean_g;
+    leave_one_out: r_i - mean of the other k - 1 rewards of its group."""
+    g = rewards.view(-1, group)
+    if kind == "leave_one_out":
+        return (g - (g.sum(dim=1, keepdim=True) - g) / (group - 1)).view(-1)
+    centred = g - g.mean(dim=1, keepdim=True)
+    if kind == "group":
+        return (centred / (g.std(dim=1, keepdim=True) + EPS)).view(-1)
+    if kind == "batch":
+        return (centred / (rewards.std() + EPS)).view(-1)
+    if kind == "none":
+        return centred.view(-1)
+    raise ValueError(kind)
+
+
+def ref_ratio(logps, old_logps, mask, level: str):
+    """token: r_t = pi/pi_old;  sequence: s_i = exp(mean_t log(pi/pi_old)) (GSPO Eq. 7)."""
+    log_ratio = logps - old_logps
+    if level == "token":
+        return torch.exp(log_ratio)
+    return torch.exp((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1))
+
+
+def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int, ref_logps=None):
+    """-(clipped surrogate); instead of the clip, SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign
+    of A, or CISPO's REINFORCE term with a capped, stop-gradient weight sg(min(r, cap)) A log pi; aggregated as the
+    paper does (sequence_sum: LUSPO's per-sequence sum, each sequence weighted by its length). With `kl`, GRPO's
+    KL penalty (DeepSeekMath Eq. 4: pi_ref/pi - log(pi_ref/pi) - 1 per token, times beta) is part of the loss."""
+    r = ref_ratio(logps, old_logps, mask, objective["ratio"])
+    a = advantages.unsqueeze(1)
+    if "soft_gate" in objective:
+        tau = torch.where(a > 0, *objective["soft_gate"])
+        surrogate = (4 / tau * torch.sigmoid(tau * (r - 1)) * a).expand_as(logps)
+    elif "is_cap" in objective:
+        surrogate = torch.clamp(r, max=objective["is_cap"]).detach() * a * logps
+    else:
+        low, high = objective["clip"]
+        surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
+    if "kl" in objective:
+        d = ref_logps - logps
+        surrogate = surrogate - objective["kl"] * (torch.exp(d) - d - 1)
+    how = objective["aggregation"]
+    if how == "sequence_mean":
+        per_seq = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return -per_seq.mean()
+    if how == "sequence_sum":
+        return -(surrogate * mask).sum(-1).mean()
+    if how == "token_mean":
+        return -(surrogate * mask).sum() / mask.sum().clamp(min=1)
+    if how == "constant":
+        return -(surrogate * mask).sum() / (mask.shape[0] * max_len)
+    raise ValueError(how)
+
+
+def ref_reinforce_loss(logps, mask, advantages):
+    """RLOO §3: -1/k sum_i A_i log pi(y_i): REINFORCE, no ratio, no clipping."""
+    return -(advantages * (logps * mask).sum(-1)).mean()
+
+
+def ref_soft_overlong(lengths, l_max: int, l_cache: int) -> torch.Tensor:
+    """DAPO Eq. 13."""
+    out = []
+    for n in lengths:
+        if n <= l_max - l_cache:
+            out.append(0.0)
+        elif n <= l_max:
+            out.append(((l_max - l_cache) - n) / l_cache)
+        else:
+            out.append(-1.0)
+    return torch.tensor(out)
+
+
+class Pair(NamedTuple):
+    """A batch of preference pairs: summed log-probabilities of the chosen (w) and rejected (l) responses under
+    the policy, their log-ratios to the reference h = log pi/pi_ref, and their lengths n in tokens."""
+
+    w: torch.Tensor
+    l: torch.Tensor
+    h_w: torch.Tensor
+    h_l: torch.Tensor
+    n_w: torch.Tensor
+    n_l: torch.Tensor
+
+
+_logsig = torch.nn.functional.logsigmoid
+
+
+def _alphapo(x: Pair, p):  # AlphaPO Eq. 6, r(y) = (1 - pi(y)^(-alpha/|y|)) / alpha
+    r_w, r_l = ((1 - torch.exp(-p["alpha"] * logp / n)) / p["alpha"] for logp, n in ((x.w, x.n_w), (x.l, x.n_l)))
+    return -_logsig(p["beta"] * (r_w - r_l) - p["gamma"])
+
+
+def _robust(x: Pair, p):  # rDPO: (1 - eps) L(y_w, y_l) - eps L(y_l, y_w), over 1 - 2 eps
+    d, eps = p["beta"] * (x.h_w - x.h_l), p["epsilon"]
+    return ((1 - eps) * -_logsig(d) + eps * _logsig(-d)) / (1 - 2 * eps)
+
+
+def _exo(x: Pair, p):  # EXO: KL(p_theta || p_target) over the pair, p_theta = softmax(beta h), target (1 - eps, eps)
+    q, eps = torch.sigmoid(p["beta"] * (x.h_w - x.h_l)), p["epsilon"]
+    return q * torch.log(q / (1 - eps)) + (1 - q) * torch.log((1 - q) / eps)
+
+
+def _discopop(x: Pair, p):  # DiscoPOP: logistic and exponential losses mixed by sigmoid(f / tau)
+    f = p["beta"] * (x.h_w - x.h_l)
+    mix = torch.sigmoid(f / p["tau"])
+    return (1 - mix) * -_logsig(f) + mix * torch.exp(-f)
+
+
+PREFERENCE_LOSSES = {
+    "sigmoid": lambda x, p: -_logsig(p["beta"] * (x.h_w - x.h_l)),  # DPO Eq. 7
+    "sigmoid_norm": lambda x, p: -_logsig(p["beta"] * (x.h_w / x.n_w - x.h_l / x.n_l)),  # per-token log-ratios
+    "ipo": lambda x, p: (x.h_w / x.n_w - x.h_l / x.n_l - 1 / (2 * p["beta"])) ** 2,  # (h - 1/(2 tau))^2
+    "robust": _robust,
+    "exo": _exo,
+    "nca": lambda x, p: -_logsig(p["beta"] * x.h_w) - _logsig(-p["beta"] * x.h_w) / 2 - _logsig(-p["beta"] * x.h_l) / 2,
+    "apo_zero": lambda x, p: 1 - torch.sigmoid(p["beta"] * x.h_w) + torch.sigmoid(p["beta"] * x.h_l),
+    "apo_down": lambda x, p: torch.sigmoid(p["beta"] * x.h_w) + 1 - torch.sigmoid(p["beta"] * (x.h_w - x.h_l)),
+    "discopop": _discopop,
+    "simpo": lambda x, p: -_logsig(p["beta"] * (x.w / x.n_w - x.l / x.n_l) - p["gamma"]),  # reference-free
+    "alphapo": _alphapo,
+    "sft": lambda x, p: -x.w.sum() / x.n_w.sum(),  # negative log-likelihood per token of the chosen responses
+}
+# f-DPO: the log-ratio h = log u replaced by f'(u) of the divergence
+DIVERGENCES = {"reverse_kl": lambda h: h, "js_divergence": lambda h: math.log(2) + _logsig(h)}  # log(2u / (1 + u))
+
+
+def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p, pair_weight=1.0):
+    """The paper's loss, mean over the pairs (`PREFERENCE_LOSSES`), each pair's loss times `pair_weight` (WPO's
+    w(y_w) w(y_l)); a list of losses is their weighted sum (RPO: DPO + eta x NLL; CPO: its preference term + NLL)."""
+    if isinstance(p, list):
+        return sum(q.get("weight", 1.0) * ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, q, pair_weight)
+                   for q in p)
+    f = DIVERGENCES[p.get("divergence", "reverse_kl")]
+    pair = Pair(pol_w, pol_l, f(pol_w - ref_w), f(pol_l - ref_l), len_w, len_l)
+    return (PREFERENCE_LOSSES[p["loss"]](pair, p) * pair_weight).mean()
+
+
+def ref_bema(thetas: list[torch.Tensor], a: dict, update_freq: int) -> torch.Tensor:
+    """BEMA Algorithm 1 with tau = 0: theta_0 = thetas[0]; EMA and bias correction every update_freq steps."""
+    theta0, ema, out = thetas[0], thetas[0].clone(), thetas[0].clone()
+    for t in range(1, len(thetas)):
+        if t % update_freq:
+            continue
+        base = a["lag"] + a["multiplier"] * t
+        beta = max(base ** -a["ema_power"], a["min_ema_multiplier"])
+        ema = (1 - beta) * ema + beta * thetas[t]
+        out = ema + base ** -a["bias_power"] * (thetas[t] - theta0)
+    return out
+
+
+def ref_desensitised_logps(token_logps, mask, alpha: float = 1.0):
+    """log pi(y) of each response, rows chosen then rejected; LD-DPO (alpha < 1): log pi(y_1:l_p) + alpha log
+    pi(y_l_p+1:l | y_1:l_p), l_p the shorter response's length in its pair, so only the longer one's excess counts less."""
+    lengths = mask.sum(-1)
+    n = len(lengths) // 2
+    shared = torch.minimum(lengths[:n], lengths[n:]).repeat(2)
+    prefix = mask * (mask.cumsum(-1) <= shared.unsqueeze(-1))
+    return (token_logps * prefix).sum(-1) + alpha * (token_logps * (mask - prefix)).sum(-1)
+
+
+def ref_wpo_weights(token_logps, logp, mask):
+    """WPO Eq. 2 with weight alignment: w(y) = exp(mean_t log(pi(y_t) / sum_v pi(v)^2)), a constant (no gradient)."""
+    with torch.no_grad():
+        aligned = token_logps - torch.logsumexp(2 * logp, -1)
+        return torch.exp((aligned * mask).sum(-1) / mask.sum(-1).clamp(min=1))
+
+
+# Preference pairs written by hand, one batch: the chosen answer shorter, longer or as long as the rejected one, so
+# that length normalisation (IPO, SimPO, Tulu 3) and LD-DPO's shared prefix are exercised.
