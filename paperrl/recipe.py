@@ -131,11 +131,30 @@ class Averaging(_Closed):
     min_ema_multiplier: float
 
 
+class EntropyControl(_Closed):
+    """Skywork-OR1's adaptive entropy coefficient: c_0, the target entropy, the step Delta and c's bounds."""
+
+    initial: float
+    target: float
+    delta: float
+    min: float
+    max: float
+
+
+class CosineReward(_Closed):
+    """Demystifying Long CoT's cosine length-scaling reward: L_max, [r_0, r_L] when correct and when wrong, r_e."""
+
+    l_max: int
+    correct: tuple[float, float]
+    wrong: tuple[float, float]
+    exceed: float | None
+
+
 class Objective(_Strict):
     """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
 
-    advantage: Sourced[Literal["group", "batch", "none", "leave_one_out"]] | None = None
-    ratio: Sourced[Literal["token", "sequence", "none"]] | None = None  # none: REINFORCE
+    advantage: Sourced[Literal["group", "batch", "none", "leave_one_out", "gdpo"]] | None = None  # gdpo: per-reward
+    ratio: Sourced[Literal["token", "sequence", "sequence_product", "none"]] | None = None  # none: REINFORCE
     clip: Sourced[tuple[float, float]] | None = None  # [epsilon_low, epsilon_high]
     soft_gate: Sourced[tuple[float, float]] | None = None  # SAPO's gate temperatures [tau_pos, tau_neg], no clip
     is_cap: Sourced[float] | None = None  # CISPO: REINFORCE weighted by sg(min(ratio, is_cap)), no clip
@@ -146,6 +165,13 @@ class Objective(_Strict):
     overlong_reward: Sourced[tuple[int, int]] | None = None  # [L_max, L_cache] of the soft overlong punishment
     preference: Sourced[Preference | list[Preference]] | None = None  # {loss: sigmoid, beta}, ...
     averaging: Sourced[Averaging] | None = None
+    ratio_cap: Sourced[float] | None = None  # INTELLECT-2's delta: the unclipped ratio capped at delta (two-sided clip)
+    entropy_mask: Sourced[float] | None = None  # 80/20's rho: only the top-rho highest-entropy tokens get a gradient
+    entropy_control: Sourced[EntropyControl] | None = None  # Skywork-OR1's adaptive entropy bonus coefficient
+    kl_weighting: Sourced[Literal["none", "ratio"]] | None = None  # ratio: V3.2's unbiased KL, k3 x pi/pi_old
+    off_policy_mask: Sourced[float] | None = None  # V3.2's delta: A < 0 sequences with mean log(pi_old/pi) > delta
+    vespo: Sourced[tuple[float, float, float, float]] | None = None  # VESPO's [k_pos, lambda_pos, k_neg, lambda_neg]
+    cosine_reward: Sourced[CosineReward] | None = None  # Demystifying's cosine length-scaling reward
 
 
 class Deviation(_Strict):
