@@ -150,6 +150,36 @@ class CosineReward(_Closed):
     exceed: float | None
 
 
+class Kto(_Closed):
+    """KTO's constants (Eq. 7-8): beta, the weights lambda_D / lambda_U of desirable and undesirable examples."""
+
+    beta: float
+    lambda_d: float
+    lambda_u: float
+
+
+class RewardModel(_Closed, total=False):
+    """A Bradley-Terry reward model: Llama 2's rating margins m(r) (Table 27: rating -> margin), the centring eta."""
+
+    margins: dict[str, float]  # rating -> m(r); absent: no margin (Eq. 1)
+    center: float  # eta of eta (r+ + r-)^2 (Helping or Herding); absent: no centring term
+
+
+class Orpo(_Closed):
+    lam: float  # ORPO's lambda: weight of the odds-ratio term beside the SFT term (Eq. 6)
+
+
+class Tpo(_Closed, total=False):
+    beta: float
+    alpha: float  # weight of the gold response's NLL
+    gamma: float  # TPO-L's target reward margin on length-normalised log-likelihoods; absent: TPO
+
+
+class OnlinePreference(_Closed):
+    loss: Literal["sigmoid", "ipo"]  # the DAP loss applied to the annotator-ordered pair (OAIF Algorithm 1)
+    beta: float
+
+
 class Objective(_Strict):
     """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
 
@@ -172,6 +202,11 @@ class Objective(_Strict):
     off_policy_mask: Sourced[float] | None = None  # V3.2's delta: A < 0 sequences with mean log(pi_old/pi) > delta
     vespo: Sourced[tuple[float, float, float, float]] | None = None  # VESPO's [k_pos, lambda_pos, k_neg, lambda_neg]
     cosine_reward: Sourced[CosineReward] | None = None  # Demystifying's cosine length-scaling reward
+    kto: Sourced[Kto] | None = None  # KTO: prospect-theoretic loss on unpaired, labelled completions
+    reward_model: Sourced[RewardModel] | None = None  # reward modelling: Bradley-Terry, rating margins, centring
+    orpo: Sourced[Orpo] | None = None  # ORPO: SFT + lambda x odds-ratio term, no reference model
+    tpo: Sourced[Tpo] | None = None  # TPO / TPO-L: reference-free preference term + alpha x NLL of a gold response
+    online_preference: Sourced[OnlinePreference] | None = None  # Online DPO: DAP loss on reward-ordered on-policy pairs
 
 
 class Deviation(_Strict):
