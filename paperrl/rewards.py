@@ -152,7 +152,39 @@ def repetition_penalty(ngram_size: int = 3, max_penalty: float = -1.0):
     return fn
 
 
-BUILTIN = {f.__name__: f for f in (accuracy, dapo_accuracy, answer_match, soft_overlong_punishment, think_format, repetition_penalty)}
+def cosine_scaled(max_len: int, min_value_wrong: float = -1.0, max_value_wrong: float = -0.5,
+                  min_value_correct: float = 0.5, max_value_correct: float = 1.0, exceed_length: float | None = None,
+                  verifier: str = "accuracy"):
+    """Demystifying Long CoT's cosine length-scaling reward (trl.rewards.get_cosine_scaled_reward): a correct
+    completion scores max_value_correct at length 0 down to min_value_correct at max_len tokens, a wrong one
+    min_value_wrong up to max_value_wrong. Correctness is math-verify's against `solution` (verifier "accuracy") or
+    the demo task's exact integer answer ("answer_match"). With `exceed_length`, a completion that reaches max_len
+    tokens scores exceed_length (the paper's r_e; TRL's function has none and keeps the long-length value)."""
+    from trl.rewards import get_cosine_scaled_reward
+
+    if verifier not in ("accuracy", "answer_match"):
+        raise PaperrlError(f"reward cosine_scaled: verifier {verifier!r}; accepted: accuracy, answer_match")
+    fn = get_cosine_scaled_reward(max_len=int(max_len), min_value_wrong=float(min_value_wrong),
+                                  max_value_wrong=float(max_value_wrong), min_value_correct=float(min_value_correct),
+                                  max_value_correct=float(max_value_correct))
+    match = answer_match()
+
+    def cosine_scaled(completions, solution, completion_ids, **kwargs):
+        if verifier == "accuracy":
+            scores = fn(_as_chat(completions), solution, completion_ids)
+        else:  # TRL's schedule on the exact-answer verdicts: an answer math-verify accepts, or one it rejects
+            right = match(completions, solution)
+            scores = fn([[{"role": "assistant", "content": "\\boxed{1}"}]] * len(right),
+                        ["1" if r == 1.0 else "2" for r in right], completion_ids)
+        if exceed_length is None:
+            return scores
+        return [float(exceed_length) if len(ids) >= int(max_len) else s for s, ids in zip(scores, completion_ids)]
+
+    return cosine_scaled
+
+
+BUILTIN = {f.__name__: f for f in (accuracy, dapo_accuracy, answer_match, soft_overlong_punishment, think_format,
+                                   repetition_penalty, cosine_scaled)}
 
 
 # ---------------------------------------------------------------- user rewards

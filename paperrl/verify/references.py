@@ -38,18 +38,25 @@ def ref_advantages(rewards: torch.Tensor, group: int, kind: str) -> torch.Tensor
 
 
 def ref_ratio(logps, old_logps, mask, level: str):
-    """token: r_t = pi/pi_old;  sequence: s_i = exp(mean_t log(pi/pi_old)) (GSPO Eq. 7)."""
+    """token: r_t = pi/pi_old;  sequence: s_i = exp(mean_t log(pi/pi_old)) (GSPO Eq. 7);
+    sequence_product: W_i = prod_t pi/pi_old, the sequence's own importance weight (VESPO, no length normalisation)."""
     log_ratio = logps - old_logps
     if level == "token":
         return torch.exp(log_ratio)
+    if level == "sequence_product":
+        return torch.exp((log_ratio * mask).sum(-1, keepdim=True))
     return torch.exp((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1))
 
 
-def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int, ref_logps=None):
+def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len: int, ref_logps=None, keep=None):
     """-(clipped surrogate); instead of the clip, SAPO's soft gate (4/tau) sigmoid(tau (r - 1)) A, tau by the sign
-    of A, or CISPO's REINFORCE term with a capped, stop-gradient weight sg(min(r, cap)) A log pi; aggregated as the
-    paper does (sequence_sum: LUSPO's per-sequence sum, each sequence weighted by its length). With `kl`, GRPO's
-    KL penalty (DeepSeekMath Eq. 4: pi_ref/pi - log(pi_ref/pi) - 1 per token, times beta) is part of the loss."""
+    of A, CISPO's REINFORCE term with a capped, stop-gradient weight sg(min(r, cap)) A log pi, or VESPO's REINFORCE
+    term weighted by sg(phi(W)); aggregated as the paper does (sequence_sum: LUSPO's per-sequence sum, each sequence
+    weighted by its length). INTELLECT-2's `ratio_cap` caps the unclipped ratio at delta (two-sided clipping);
+    V3.2's `off_policy_mask` drops the surrogate of off-policy sequences with A < 0; `keep` (0/1 per token, 80/20's
+    high-entropy tokens) restricts the surrogate to some tokens. With `kl`, GRPO's KL penalty (DeepSeekMath Eq. 4:
+    pi_ref/pi - log(pi_ref/pi) - 1 per token, times beta; times pi/pi_old with V3.2's `kl_weighting: ratio`) is part
+    of the loss, neither masked nor clipped."""
     r = ref_ratio(logps, old_logps, mask, objective["ratio"])
     a = advantages.unsqueeze(1)
     if "soft_gate" in objective:
@@ -57,12 +64,24 @@ def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len
         surrogate = (4 / tau * torch.sigmoid(tau * (r - 1)) * a).expand_as(logps)
     elif "is_cap" in objective:
         surrogate = torch.clamp(r, max=objective["is_cap"]).detach() * a * logps
+    elif "vespo" in objective:
+        surrogate = ref_vespo_weight(r, a, objective["vespo"]).detach() * a * logps
     else:
         low, high = objective["clip"]
-        surrogate = torch.minimum(r * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
+        unclipped = torch.clamp(r, max=objective["ratio_cap"]) if "ratio_cap" in objective else r
+        surrogate = torch.minimum(unclipped * a, torch.clamp(r, 1 - low, 1 + high) * a).expand_as(logps)
+    if "off_policy_mask" in objective:
+        surrogate = surrogate * ref_off_policy_mask(logps, old_logps, mask, advantages, objective["off_policy_mask"])
+    if "entropy_mask" in objective:
+        if keep is None:
+            raise ValueError("an entropy-masked objective needs the kept tokens (ref_entropy_mask)")
+        surrogate = surrogate * keep
     if "kl" in objective:
         d = ref_logps - logps
-        surrogate = surrogate - objective["kl"] * (torch.exp(d) - d - 1)
+        k3 = torch.exp(d) - d - 1
+        if objective.get("kl_weighting") == "ratio":
+            k3 = torch.exp(logps - old_logps) * k3
+        surrogate = surrogate - objective["kl"] * k3
     how = objective["aggregation"]
     if how == "sequence_mean":
         per_seq = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
@@ -74,6 +93,72 @@ def ref_policy_loss(logps, old_logps, mask, advantages, objective: dict, max_len
     if how == "constant":
         return -(surrogate * mask).sum() / (mask.shape[0] * max_len)
     raise ValueError(how)
+
+
+def ref_vespo_weight(w, advantages, kp):
+    """VESPO §3.4: phi(W) = W^c1 exp(c2 (1 - W)), phi(1) = 1; (c1, c2) = (k_pos, lambda_pos) for A >= 0, else
+    (k_neg, lambda_neg). `kp` = [k_pos, lambda_pos, k_neg, lambda_neg]."""
+    k_pos, lam_pos, k_neg, lam_neg = kp
+    k = torch.where(advantages >= 0, k_pos, k_neg)
+    lam = torch.where(advantages >= 0, lam_pos, lam_neg)
+    return w ** k * torch.exp(lam * (1 - w))
+
+
+def ref_off_policy_mask(logps, old_logps, mask, advantages, delta: float):
+    """DeepSeek-V3.2: M_i = 0 if A_i < 0 and 1/|o_i| sum_t log(pi_old/pi) > delta, else 1 (one value per sequence)."""
+    drift = ((old_logps - logps.detach()) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return (~((advantages < 0) & (drift > delta))).float().unsqueeze(1)
+
+
+def ref_token_entropies(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0):
+    """H_t = -sum_v pi(v | q, o_<t) log pi(v | q, o_<t), the entropy of the sampling distribution at each position."""
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, prompt_ids.shape[1] - 1:-1].float() / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def ref_entropy_mask(entropies, mask, rho: float):
+    """80/20: I[H_t >= tau], tau the (1 - rho)-quantile of the entropies of all response tokens given (the batch)."""
+    tau = torch.quantile(entropies[mask > 0].float(), 1 - rho)
+    return ((entropies >= tau) & (mask > 0)).float()
+
+
+def ref_gdpo_advantages(rewards: torch.Tensor, weights, group: int) -> torch.Tensor:
+    """GDPO: each reward normalised in its group, A_n = (r_n - mean_g) / (std_g + eps); their weighted sum
+    A = sum_n w_n A_n; then over the whole batch (A - mean A) / (std A + eps). `rewards`: (completions, rewards)."""
+    g = rewards.view(-1, group, rewards.shape[1])
+    a_n = ((g - g.mean(dim=1, keepdim=True)) / (g.std(dim=1, keepdim=True) + EPS)).view(-1, rewards.shape[1])
+    a = (a_n * torch.as_tensor(weights, dtype=rewards.dtype)).sum(dim=1)
+    return (a - a.mean()) / (a.std() + EPS)
+
+
+def ref_entropy_coefficients(entropies, control: dict) -> tuple[list[float], list[float]]:
+    """Skywork-OR1's adaptive entropy control over optimizer steps with measured entropies e_0, e_1, ...: the bonus
+    coefficient applied at step k, alpha_k = c_k 1[e_(k-1) <= target] (none at the first step, nothing measured yet),
+    and c after step k, c_(k+1) = clip(c_k + delta, min, max) if e_k <= target else clip(c_k - delta, min, max)."""
+    c, applied, after, last = control["initial"], [], [], math.inf
+    for e in entropies:
+        applied.append(c if last <= control["target"] else 0.0)
+        c = min(c + control["delta"], control["max"]) if e <= control["target"] else max(c - control["delta"],
+                                                                                         control["min"])
+        after.append(c)
+        last = e
+    return applied, after
+
+
+def ref_cosine_reward(lengths, correct, spec: dict) -> torch.Tensor:
+    """Demystifying Long CoT §4.2: CosFn(L, L_max, r_L, r_0) = r_L + (r_0 - r_L)(1 + cos(pi L / L_max)) / 2 with
+    [r_0, r_L] by correctness; r_e for a generation that reaches L_max (when the paper's reward has one)."""
+    out = []
+    for n, ok in zip(lengths, correct):
+        if spec.get("exceed") is not None and n >= spec["l_max"]:
+            out.append(spec["exceed"])
+            continue
+        r0, rl = spec["correct"] if ok else spec["wrong"]
+        out.append(rl + 0.5 * (r0 - rl) * (1 + math.cos(math.pi * min(n, spec["l_max"]) / spec["l_max"])))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def ref_reinforce_loss(logps, mask, advantages):
