@@ -180,10 +180,21 @@ class OnlinePreference(_Closed):
     beta: float
 
 
+class MismatchCorrection(_Closed, total=False):
+    """The rollout/training mismatch weight k = pi_train(theta_old) / pi_infer(theta_old) on each token's loss (TIS,
+    IcePop, sequence-level IS): per token or one product per sequence, truncated to or masked outside [c_min, c_max]."""
+
+    level: Literal["token", "sequence"]
+    how: Literal["truncate", "mask"]
+    c_min: float
+    c_max: float
+
+
 class Objective(_Strict):
     """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
 
-    advantage: Sourced[Literal["group", "batch", "none", "leave_one_out", "gdpo"]] | None = None  # gdpo: per-reward
+    advantage: Sourced[Literal["group", "batch", "none", "leave_one_out", "gdpo", "global"]] | None = None  # gdpo: per-reward
+    # global: REINFORCE++ w/ baseline, r - group mean, then normalised over the whole batch
     ratio: Sourced[Literal["token", "sequence", "sequence_product", "none"]] | None = None  # none: REINFORCE
     clip: Sourced[tuple[float, float]] | None = None  # [epsilon_low, epsilon_high]
     soft_gate: Sourced[tuple[float, float]] | None = None  # SAPO's gate temperatures [tau_pos, tau_neg], no clip
@@ -202,6 +213,10 @@ class Objective(_Strict):
     off_policy_mask: Sourced[float] | None = None  # V3.2's delta: A < 0 sequences with mean log(pi_old/pi) > delta
     vespo: Sourced[tuple[float, float, float, float]] | None = None  # VESPO's [k_pos, lambda_pos, k_neg, lambda_neg]
     cosine_reward: Sourced[CosineReward] | None = None  # Demystifying's cosine length-scaling reward
+    mismatch_correction: Sourced[MismatchCorrection] | None = None  # TIS / IcePop / sequence-level IS weight (vLLM)
+    geometric_mean: Sourced[tuple[float, float]] | None = None  # GMPO: log-space clip [lo, hi], geometric mean of ratios
+    optimal_value: Sourced[float] | None = None  # A*-PO Stage 1: beta1 of V* = beta1 log E_ref[exp(r / beta1)]
+    advantage_regression: Sourced[float] | None = None  # A*-PO Stage 2: beta2 of (beta2 log pi/pi_ref - (r - V*))^2
     kto: Sourced[Kto] | None = None  # KTO: prospect-theoretic loss on unpaired, labelled completions
     reward_model: Sourced[RewardModel] | None = None  # reward modelling: Bradley-Terry, rating margins, centring
     orpo: Sourced[Orpo] | None = None  # ORPO: SFT + lambda x odds-ratio term, no reference model
