@@ -183,6 +183,10 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
         checks += _check_dynamic_sampling(recipe_name, sets, objective)
     if plan.recipe.exact_token_normaliser and plan.recipe.exact_token_normaliser.value:
         checks.append(_trl_normaliser_deviation(plan, trainer, updates, torch.stack(ours), gen, tokens))
+    if objective.get("mismatch_correction"):  # TIS, IcePop, sequence-level IS: vLLM's correction, replayed (grpo-b)
+        from paperrl.verify.importance_sampling import mismatch_checks
+
+        checks += mismatch_checks(recipe_name, sets)
     return checks
 
 
