@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +31,43 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when availabl
 def available() -> dict[str, Path]:
     """{name: file} of the shipped recipes, recipes/<family>/<name>.yaml, by name."""
     return {p.stem: p for p in sorted(RECIPE_DIR.glob("*/*.yaml"), key=lambda p: p.stem)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of `paperrl list`: a recipe, or a Paper Index entry the installed TRL cannot train."""
+
+    family: str
+    name: str
+    title: str
+    year: int | None
+    status: str  # recipe, partial, or unavailable
+    reason: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        return self.status != "unavailable"
+
+
+def year_of(raw: dict) -> int | None:
+    """The recipe's `year`, else the arXiv id's (YYMM.NNNNN)."""
+    if raw.get("year"):
+        return int(raw["year"])
+    arxiv = str(raw.get("arxiv") or "")
+    return 2000 + int(arxiv[:2]) if arxiv[:4].isdigit() else None
+
+
+def entries() -> list[Entry]:
+    """Every recipe and every unavailable entry, by family, then year, then name."""
+    out = []
+    for name, path in available().items():
+        raw = read_raw(path)
+        out.append(Entry(path.parent.name, name, str(raw.get("title")), year_of(raw),
+                         "partial" if raw.get("partial") else "recipe", str(raw.get("partial") or "")))
+    for name, raw in unavailable().items():
+        out.append(Entry(raw.get("family", "other"), name, str(raw.get("title")), year_of(raw), "unavailable",
+                         str(raw.get("reason"))))
+    return sorted(out, key=lambda e: (e.family, e.year or 0, e.name))
 
 
 def shipped(path: Path) -> bool:

@@ -70,21 +70,31 @@ def _console(stderr: bool = False):
 
 @app.command("list")
 def list_recipes(all_: bool = typer.Option(False, "--all", help="also the Paper Index entries the installed TRL "
-                                                                 "cannot train, each with its reason")) -> None:
-    """List the recipes shipped with paperrl."""
+                                                                 "cannot train, each with its reason"),
+                 family: Optional[str] = typer.Option(None, "--family", metavar="FAMILY",
+                                                      help="only this trainer family (grpo, dpo, ...)")) -> None:
+    """List the recipes shipped with paperrl, by trainer family."""
     from rich.table import Table
 
-    table = Table("recipe", "trainer", "paper", "arXiv", box=None)
-    for name, path in catalog.available().items():
-        raw = catalog.read_raw(path)
-        table.add_row(name, str(raw.get("trainer")), str(raw.get("title")), str(raw.get("arxiv")))
+    entries = catalog.entries()
+    families = sorted({e.family for e in entries})
+    if family is not None and family not in families:
+        raise PaperrlError(f"--family {family}: no such family{closest(family, families)}; accepted: {', '.join(families)}")
+    shown = [e for e in entries if (family is None or e.family == family) and (all_ or e.runnable)]
+    table = Table("family", "recipe", "paper", "year", "status", box=None)
+    for e in shown:
+        table.add_row(e.family, e.name, e.title, str(e.year or ""), e.status)
     _console().print(table)
-    if all_:
-        table = Table("entry", "Paper Index section", "paper", "arXiv", "why the installed TRL cannot train it",
-                      title="Paper Index entries the installed TRL cannot train", box=None)
-        for name, entry in catalog.unavailable().items():
-            table.add_row(name, entry["section"], entry["title"], entry["arxiv"], entry["reason"])
-        _console().print(table)
+    runnable = sum(e.runnable for e in shown)
+    summary = f"{runnable} recipes" + (f", {len(shown) - runnable} entries the installed TRL cannot train" if all_ else "")
+    _console().print(summary + ("" if all_ else "; `paperrl list --all` adds the Paper Index entries the installed "
+                                                "TRL cannot train"))
+    if all_ and runnable < len(shown):
+        reasons = Table("entry", "why the installed TRL cannot train it", box=None)
+        for e in shown:
+            if not e.runnable:
+                reasons.add_row(e.name, e.reason)
+        _console().print(reasons)
 
 
 @app.command("show")
@@ -191,61 +201,47 @@ def _flatten(r: dict) -> dict:
 
 
 def _options(**kw):
-    from paperrl.resolve import Options
+    from paperrl.options import Options
 
-    multi = []
-    for flag in ("num_machines", "machine_rank", "main_process_ip", "main_process_port"):
-        if kw.get(flag) is not None:
-            multi += [f"--{flag}", str(kw[flag])]
-    if kw["num_processes"] < 1:
-        raise PaperrlError(f"--num-processes {kw['num_processes']}: expected an integer >= 1")
-    if kw["vllm"] not in (None, "colocate", "server"):
-        raise PaperrlError(f"--vllm {kw['vllm']}: accepted: colocate, server")
-    if kw["format"] not in ("table", "json", "yaml", "python"):
-        raise PaperrlError(f"--format {kw['format']}: accepted: table, json, yaml, python")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # started by hand with `accelerate launch -m paperrl ...`: one process of `world`
         kw["num_processes"] = world
         kw["output_dir"] = kw["output_dir"] or "runs/" + os.environ.get("PAPERRL_RUN_NAME", "paperrl-distributed")
-    return Options(
-        model=kw["model"], dataset=kw["dataset"], split=kw["split"], subset=kw["subset"], columns=kw["column"] or [],
-        output_dir=kw["output_dir"], sets=kw["set"] or [], rewards=kw["reward"] or [], max_steps=kw["max_steps"],
-        num_processes=kw["num_processes"], per_device_batch_size=kw["per_device_batch_size"],
-        accelerate_config=kw["accelerate_config"], multi_node=multi, lora_r=kw["lora_r"],
-        lora_alpha=kw["lora_alpha"], vllm=kw["vllm"], report_to=kw["report_to"], overwrite=kw["overwrite"],
-        resume=kw["resume"],
-    )
+    return Options(**{k: v if v is not None or k not in _LISTS else [] for k, v in kw.items()})
+
+
+_LISTS = ("columns", "sets", "rewards")  # repeatable options: typer gives None when none is given
 
 
 def _execute(recipe_ref: str, kw: dict) -> None:
     from paperrl import recipe as recipes
     from paperrl.resolve import dry_run, resolve
 
+    opts = _options(**kw)
     plan_json = os.environ.get("PAPERRL_PLAN")
     if plan_json:  # a worker started by `paperrl ... --num-processes N`: the plan was resolved once, by the launcher
         from paperrl.resolve import Plan
 
         plan = Plan.from_json(plan_json)
     else:
-        opts = _options(**kw)
         try:
             plan = resolve(recipes.load(recipe_ref, opts.sets), opts)
         except PaperrlError as exc:
-            if kw["dry_run"] or not opts.output_dir:
+            if opts.dry_run or not opts.output_dir:
                 raise
             from paperrl.train import check_output_dir
 
             # report the output directory's problem too: every mistake at once, before anything heavy
             raise PaperrlError(*exc.problems, *check_output_dir(opts.output_dir, opts)) from None
-    if kw["dry_run"]:
+    if opts.dry_run:
         out = dry_run(plan)
-        if kw["format"] == "python":
+        if opts.format == "python":
             from paperrl.export import script
 
             sys.stdout.write(script(plan))
-        elif kw["format"] == "json":
+        elif opts.format == "json":
             sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-        elif kw["format"] == "yaml":
+        elif opts.format == "yaml":
             sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(out, default=str)), sort_keys=False))
         else:
             _print_plan(out)
@@ -281,37 +277,24 @@ def _print_plan(out: dict) -> None:
 
 
 def _recipe_options(fn):
-    """Attach the shared options of `paperrl RECIPE` and `paperrl run FILE` to a command."""
+    """Attach the options of `paperrl RECIPE` and `paperrl run FILE` (paperrl/options.py) to a command."""
     import inspect
+    import typing
 
-    params = [
-        ("model", Optional[str], typer.Option(None, "--model", metavar="ID|DIR", help="hub id or local directory; absent: the embedded tiny model")),
-        ("dataset", Optional[str], typer.Option(None, "--dataset", metavar="ID|FILE|DIR", help="hub id, or local .jsonl/.json/.parquet/.csv file or directory; absent: the paper's (with --model) or the demo task")),
-        ("split", Optional[str], typer.Option(None, "--split", metavar="NAME", help="dataset split (hub datasets)")),
-        ("subset", Optional[str], typer.Option(None, "--subset", metavar="NAME", help="dataset configuration (hub datasets)")),
-        ("column", Optional[List[str]], typer.Option(None, "--column", metavar="NAME=COLUMN", help="read NAME (prompt, chosen, solution, ...) from COLUMN (repeatable)")),
-        ("output_dir", Optional[str], typer.Option(None, "--output-dir", metavar="DIR", help="run directory; default runs/<recipe>-<time>")),
-        ("set", Optional[List[str]], typer.Option(None, "--set", metavar="NAME=VALUE", help="a TRL config field or a recipe path such as dynamic_sampling.max_rounds (repeatable)")),
-        ("reward", Optional[List[str]], typer.Option(None, "--reward", metavar="MODULE:FUNCTION[=WEIGHT]", help="a reward function, also path/to/file.py:function or model:ID|DIR (repeatable)")),
-        ("max_steps", Optional[int], typer.Option(None, "--max-steps", metavar="N", help="stop after N optimizer steps")),
-        ("num_processes", int, typer.Option(1, "--num-processes", metavar="N", help="processes to launch with accelerate (GPUs, or CPU processes)")),
-        ("per_device_batch_size", Optional[int], typer.Option(None, "--per-device-batch-size", metavar="N", help="micro-batch per device; accumulation is derived to keep the paper's batch")),
-        ("accelerate_config", Optional[str], typer.Option(None, "--accelerate-config", metavar="NAME|FILE", help="TRL's multi_gpu, zero1, zero2, zero3, fsdp1, fsdp2, single_gpu, or your accelerate config")),
-        ("num_machines", Optional[int], typer.Option(None, "--num-machines", metavar="N", help="multi-node: passed to accelerate launch")),
-        ("machine_rank", Optional[int], typer.Option(None, "--machine-rank", metavar="RANK", help="multi-node: this machine's rank")),
-        ("main_process_ip", Optional[str], typer.Option(None, "--main-process-ip", metavar="HOST", help="multi-node: the rank-0 machine")),
-        ("main_process_port", Optional[int], typer.Option(None, "--main-process-port", metavar="PORT", help="multi-node: the rank-0 machine's port")),
-        ("lora_r", Optional[int], typer.Option(None, "--lora-r", metavar="RANK", help="train a LoRA adapter of this rank (peft)")),
-        ("lora_alpha", Optional[int], typer.Option(None, "--lora-alpha", metavar="ALPHA", help="LoRA alpha (default: 2 x rank)")),
-        ("vllm", Optional[str], typer.Option(None, "--vllm", metavar="[colocate|server]", help="generate with vLLM (pip install 'paperrl[vllm]')")),
-        ("report_to", Optional[str], typer.Option(None, "--report-to", metavar="NAME", help="tensorboard, wandb, ... (transformers' report_to)")),
-        ("overwrite", bool, typer.Option(False, "--overwrite", help="replace a non-empty --output-dir")),
-        ("resume", bool, typer.Option(False, "--resume", help="continue from the last checkpoint in --output-dir")),
-        ("dry_run", bool, typer.Option(False, "--dry-run", help="print every resolved setting with its origin and source; load nothing")),
-        ("format", str, typer.Option("table", "--format", metavar="[table|json|yaml|python]", help="with --dry-run; python: a standalone plain-TRL script")),
-    ]
+    from paperrl.options import Options, cli_fields
+
+    hints = typing.get_type_hints(Options)
+    extra = []
+    for name, _, default, meta in cli_fields():
+        hint = hints[name]
+        if typing.get_origin(hint) is list:
+            hint = Optional[List[str]]
+        elif type(None) in typing.get_args(hint):
+            hint = Optional[next(a for a in typing.get_args(hint) if a is not type(None))]
+        option = typer.Option(None if meta.get("many") else default, meta["flag"], metavar=meta["metavar"],
+                              help=meta["help"])
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint))
     sig = inspect.signature(fn)
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, t, d in params]
     kept = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     fn.__signature__ = sig.replace(parameters=[*kept, *extra])
     return fn
@@ -419,7 +402,7 @@ def _fast_path(argv: list[str]) -> bool:
         _print_version()
         return True
     if argv in (["list"], ["list", "--all"]):
-        list_recipes(all_=len(argv) == 2)  # typer's Option default would be truthy here
+        list_recipes(all_=len(argv) == 2, family=None)  # typer's Option defaults would be truthy here
         return True
     commands = {"show": (show, 1), "diff": (diff, 2), "cp": (cp, 2)}
     if not argv or argv[0] not in commands or any(a.startswith("-") for a in argv[1:]):

@@ -94,7 +94,7 @@ def _plan_view(plan: Plan) -> str:
     def entry(sourced):
         return f"SimpleNamespace(value={sourced.value!r})" if sourced is not None else "None"
 
-    options = {k: getattr(plan.options, k) for k in ("split", "subset", "columns", "lora_r", "lora_alpha")}
+    options = {k: getattr(plan.options, k) for k in ("split", "subset", "columns", "lora_r", "lora_alpha", "dora")}
     dataset = f"SimpleNamespace(**{recipe.dataset.model_dump()!r})" if recipe.dataset else "None"
     kind = {k: getattr(plan.kind, k) for k in ("name", "online", "columns")}
     return (f"PLAN = SimpleNamespace(\n    dataset={plan.dataset!r}, demo_mode={plan.demo_mode!r},\n"

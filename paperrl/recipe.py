@@ -111,7 +111,7 @@ class Preference(_Closed, total=False):
     """One preference loss of `verify.PREFERENCE_LOSSES` with the paper's constants; a list of them is a weighted sum."""
 
     loss: Literal["sigmoid", "sigmoid_norm", "ipo", "robust", "exo", "nca", "apo_zero", "apo_down", "discopop",
-                  "simpo", "alphapo", "sft"]
+                  "simpo", "alphapo", "sft", "slic", "hinge", "bco_pair", "aot", "aot_unpaired", "sppo_hard", "nll_seq"]
     beta: float
     alpha: float  # AlphaPO's reward shape
     gamma: float  # target reward margin (SimPO, AlphaPO)
@@ -121,6 +121,14 @@ class Preference(_Closed, total=False):
     ld_alpha: float  # LD-DPO: weight of the longer response's tokens beyond the shorter one's length
     weighting: bool  # WPO: each pair weighted by w(y_w) w(y_l)
     weight: float  # in a weighted sum of losses
+    reward_shift: bool  # BCO: the running-mean reward shift delta (the paper's; default true), false: delta = 0
+
+
+class ReferenceUpdate(_Closed):
+    """TR-DPO's soft update of the reference model: every `every` optimizer steps, on the parameters."""
+
+    alpha: float
+    every: int
 
 
 class Averaging(_Closed):
@@ -190,6 +198,29 @@ class MismatchCorrection(_Closed, total=False):
     c_max: float
 
 
+class Divergence(_Closed, total=False):
+    """A per-token divergence between the student's and a teacher's next-token distributions (distillation kinds)."""
+
+    kind: Literal["reverse_kl", "forward_kl", "generalized_jsd"]  # KL(S||T), KL(T||S), or the mixture below
+    beta: float  # generalized JSD (GKD Eq. 1): M = beta T + (1 - beta) S, beta KL(T||M) + (1 - beta) KL(S||M)
+    topk: int  # SDPO/SDFT: the student's top-k tokens only (0 or absent: the whole vocabulary)
+    tail: bool  # with topk: one more bucket for the mass outside the k (else the k are renormalised)
+
+
+class SelfTeacher(_Closed):
+    """SDPO's self-teacher: a completion is distilled when a sibling of its group reached the reward threshold."""
+
+    threshold: float
+    exclude_self: bool  # a successful completion needs another successful sibling (dont_reprompt_on_self_success)
+
+
+class Packing(_Closed):
+    """How documents are packed into training windows (SFT)."""
+
+    split_long: bool  # documents longer than the window are cut into window-sized chunks, none dropped
+    isolate: bool  # a packed document attends only to itself
+
+
 class Objective(_Strict):
     """The paper's objective, stated independently of TRL's settings: what `paperrl verify` checks TRL against."""
 
@@ -213,6 +244,7 @@ class Objective(_Strict):
     off_policy_mask: Sourced[float] | None = None  # V3.2's delta: A < 0 sequences with mean log(pi_old/pi) > delta
     vespo: Sourced[tuple[float, float, float, float]] | None = None  # VESPO's [k_pos, lambda_pos, k_neg, lambda_neg]
     cosine_reward: Sourced[CosineReward] | None = None  # Demystifying's cosine length-scaling reward
+    reference_update: Sourced[ReferenceUpdate] | None = None  # TR-DPO: pi_ref <- a pi + (1 - a) pi_ref every n steps
     mismatch_correction: Sourced[MismatchCorrection] | None = None  # TIS / IcePop / sequence-level IS weight (vLLM)
     geometric_mean: Sourced[tuple[float, float]] | None = None  # GMPO: log-space clip [lo, hi], geometric mean of ratios
     optimal_value: Sourced[float] | None = None  # A*-PO Stage 1: beta1 of V* = beta1 log E_ref[exp(r / beta1)]
@@ -222,6 +254,12 @@ class Objective(_Strict):
     orpo: Sourced[Orpo] | None = None  # ORPO: SFT + lambda x odds-ratio term, no reference model
     tpo: Sourced[Tpo] | None = None  # TPO / TPO-L: reference-free preference term + alpha x NLL of a gold response
     online_preference: Sourced[OnlinePreference] | None = None  # Online DPO: DAP loss on reward-ordered on-policy pairs
+    divergence: Sourced[Divergence] | None = None  # distillation kinds: the per-token divergence to the teacher
+    iw_opd: Sourced[float] | None = None  # IW-OPD's gamma: advantage weight 1 + gamma (1 - prefix |A| share)
+    self_teacher: Sourced[SelfTeacher] | None = None  # SDPO: which completions get a self-teacher
+    loss_skip: Sourced[int] | None = None  # SDFT: the first n completion tokens are left out of the loss
+    token_weighting: Sourced[Literal["dft"]] | None = None  # DFT: each token's NLL times sg(pi(token))
+    packing: Sourced[Packing] | None = None  # SFT packing (Fewer Truncations' best-fit, T5)
 
 
 class Deviation(_Strict):
@@ -266,6 +304,7 @@ class Recipe(_Strict):
     callbacks: list[Named] = []
     dynamic_sampling: DynamicSampling | None = None
     exact_token_normaliser: Sourced | None = None  # divide by the mini-batch's own token count
+    reference_free: Sourced | None = None  # dpo kind: log pi_ref = 0 (SLiC's loss has no reference model)
     chat_template: Sourced | None = None  # false: raw-text prompts even where the model has a chat template
     prompt_template: Sourced | None = None  # raw text around each prompt, "{prompt}" marks where it goes
     objective: Objective = Objective()
@@ -305,7 +344,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def _settable_paths(raw: dict, trl_fields) -> list[str]:
-    paths = list(trl_fields) + ["exact_token_normaliser", "chat_template", "prompt_template"]
+    paths = list(trl_fields) + ["exact_token_normaliser", "chat_template", "prompt_template", "reference_free"]
     for section in ("batch", "dynamic_sampling"):
         model = Batch if section == "batch" else DynamicSampling
         paths += [f"{section}.{f}" for f in model.model_fields]
@@ -351,7 +390,7 @@ def apply_sets(raw: dict, sets: list[tuple[str, Any]], trl_fields) -> set[str]:
         elif head == "deviations" and rest.removesuffix(".max_relative") in (raw.get(head) or {}):
             raw[head][rest.removesuffix(".max_relative")]["max_relative"] = value
             user.add(name)
-        elif name in ("exact_token_normaliser", "chat_template", "prompt_template"):
+        elif name in ("exact_token_normaliser", "chat_template", "prompt_template", "reference_free"):
             _set_leaf(raw, name, value)
             user.add(name)
         elif head in ("rewards", "callbacks") and "." in rest:
@@ -517,6 +556,13 @@ def check(recipe: Recipe, where: str) -> list[str]:
                         f"GRPO-family recipe (trainer: grpo); this recipe's trainer is {recipe.trainer}")
     if recipe.rewards and not recipe.kind.online:
         problems.append(f"{where}: rewards: the {recipe.trainer} trainer takes no reward functions")
+    if recipe.reference_free is not None and recipe.reference_free.value:
+        label = _label(where, "reference_free", recipe.user_set)
+        sync = recipe.config.get("sync_ref_model")
+        if recipe.trainer != "dpo":
+            problems.append(f"{label}: needs a DPO-family recipe (trainer: dpo); this recipe's trainer is {recipe.trainer}")
+        elif sync is not None and sync.value:
+            problems.append(f"{label}: a reference-free loss has no reference model to sync; set sync_ref_model=false")
     return problems
 
 

@@ -8,7 +8,7 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from paperrl import batch as batchmod
@@ -16,38 +16,8 @@ from paperrl import catalog
 from paperrl import demo, secret
 from paperrl.errors import PaperrlError, closest
 from paperrl.launch import launch_command
+from paperrl.options import Options
 from paperrl.recipe import Named, Recipe, reward_name
-
-
-@dataclass
-class Options:
-    model: str | None = None
-    dataset: str | None = None
-    split: str | None = None
-    subset: str | None = None
-    columns: list[str] = field(default_factory=list)  # NAME=COLUMN
-    output_dir: str | None = None
-    sets: list[str] = field(default_factory=list)
-    rewards: list[str] = field(default_factory=list)
-    max_steps: int | None = None
-    num_processes: int = 1
-    per_device_batch_size: int | None = None
-    accelerate_config: str | None = None
-    multi_node: list[str] = field(default_factory=list)  # accelerate options passed through
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    vllm: str | None = None
-    report_to: str | None = None
-    overwrite: bool = False
-    resume: bool = False
-
-    def __post_init__(self):
-        """Counts and sizes in range, before anything else."""
-        problems = [f"--{name.replace('_', '-')} {value}: expected an integer >= 1"
-                    for name in ("max_steps", "num_processes", "per_device_batch_size", "lora_r", "lora_alpha")
-                    if (value := getattr(self, name)) is not None and (isinstance(value, bool) or value < 1)]
-        if problems:
-            raise PaperrlError(*problems)
 
 
 @dataclass

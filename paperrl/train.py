@@ -170,7 +170,7 @@ def _peft_config(plan: Plan):
     from peft import LoraConfig
 
     return LoraConfig(r=plan.options.lora_r, lora_alpha=plan.options.lora_alpha or 2 * plan.options.lora_r,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+                      use_dora=plan.options.dora, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def _callbacks(plan: Plan):

@@ -151,7 +151,8 @@ def test_exported_script_builds_the_same_trainer_as_paperrl(cache_dir, tmp_path,
                    sets=[v for k, v in zip(args[::2], args[1::2]) if k == "--set"],
                    rewards=[flags["--reward"]] if "--reward" in flags else [],
                    lora_r=int(flags["--lora-r"]) if "--lora-r" in flags else None,
-                   lora_alpha=int(flags["--lora-alpha"]) if "--lora-alpha" in flags else None)
+                   lora_alpha=int(flags["--lora-alpha"]) if "--lora-alpha" in flags else None,
+                   dora="--dora" in args)
     plan = resolve(recipes.load(name, opts.sets), opts)
     dataset, funcs = train._load_inputs(plan)
     ours = _received(train.build_trainer(plan, dataset, funcs))
