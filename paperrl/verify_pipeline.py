@@ -116,7 +116,7 @@ def stated(plan, name: str):
     return plan.config.get(name, plan.recipe.trl_fields()[name][0])
 
 
-def lr_at(step: int, lr: float, schedule: str, warmup: float, total: int) -> float:
+def lr_at(step: int, lr: float, schedule: str, warmup: float, total: int, min_rate: float = 0.0) -> float:
     """The paper's schedule by its name: a linear warm-up from 0 over `warmup` steps (a fraction of `total` when
     below 1), then constant, linear decay to 0, half a cosine to 0 at `total`, or the inverse square root of the
     step (lr x sqrt(warm-up / step), as in the Transformer)."""
@@ -128,7 +128,9 @@ def lr_at(step: int, lr: float, schedule: str, warmup: float, total: int) -> flo
     progress = (step - warm) / max(1, total - warm)
     shapes = {"constant_with_warmup": 1.0, "linear": max(0.0, 1.0 - progress),
               "cosine": max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress))),
-              "inverse_sqrt": math.sqrt(warm / max(step, 1))}
+              "inverse_sqrt": math.sqrt(warm / max(step, 1)),
+              # half a cosine down to min_rate x lr (Llama 2's reward model: 'down to 10% of the maximum')
+              "cosine_with_min_lr": min_rate + (1 - min_rate) * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))}
     return lr * shapes[schedule]
 
 
@@ -157,7 +159,8 @@ def check_schedule(paper, config, gaps: list[str]) -> Check:
     source = "; ".join(dict.fromkeys(paper.sources[n] for n in names if n in paper.sources and n not in gaps))
     run = trl_learning_rates(config, steps, TRAINING_STEPS)
     try:
-        expected = {f"step {s}": lr_at(s, lr, schedule, warmup, TRAINING_STEPS) for s in steps}
+        min_rate = (stated(paper, "lr_scheduler_kwargs") or {}).get("min_lr_rate", 0.0)
+        expected = {f"step {s}": lr_at(s, lr, schedule, warmup, TRAINING_STEPS, min_rate) for s in steps}
     except KeyError:
         return Check("learning rate at chosen steps", source, math.inf, 0.0,
                      note=f"no reference for the schedule {schedule!r}")
