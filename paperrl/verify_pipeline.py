@@ -154,19 +154,21 @@ def trl_learning_rates(config, steps: list[int], total: int) -> dict[int, float]
 def check_schedule(paper, config, gaps: list[str]) -> Check:
     names = ("learning_rate", "lr_scheduler_type", "warmup_steps")
     lr, schedule, warmup = (stated(paper, n) for n in names)
-    warm = math.ceil(TRAINING_STEPS * warmup) if 0 < warmup < 1 else int(warmup)
-    steps = sorted({0, warm // 2, warm, warm + 1, (warm + TRAINING_STEPS) // 2, TRAINING_STEPS - 1})
+    # a warm-up in steps longer than the nominal run (GKD: 2,000) gets a run twice its length (distill-sft)
+    total = max(TRAINING_STEPS, 2 * int(warmup)) if warmup >= 1 else TRAINING_STEPS
+    warm = math.ceil(total * warmup) if 0 < warmup < 1 else int(warmup)
+    steps = sorted({0, warm // 2, warm, warm + 1, (warm + total) // 2, total - 1})
     source = "; ".join(dict.fromkeys(paper.sources[n] for n in names if n in paper.sources and n not in gaps))
-    run = trl_learning_rates(config, steps, TRAINING_STEPS)
+    run = trl_learning_rates(config, steps, total)
     try:
         min_rate = (stated(paper, "lr_scheduler_kwargs") or {}).get("min_lr_rate", 0.0)
-        expected = {f"step {s}": lr_at(s, lr, schedule, warmup, TRAINING_STEPS, min_rate) for s in steps}
+        expected = {f"step {s}": lr_at(s, lr, schedule, warmup, total, min_rate) for s in steps}
     except KeyError:
         return Check("learning rate at chosen steps", source, math.inf, 0.0,
                      note=f"no reference for the schedule {schedule!r}")
     check = _row("learning rate at chosen steps (the optimizer and scheduler TRL's Trainer builds)", source, expected,
                  {f"step {s}": v for s, v in run.items()},
-                 note=f"paper: {schedule}, lr {lr:g}, warm-up {warmup:g} ({warm} of {TRAINING_STEPS} steps)",
+                 note=f"paper: {schedule}, lr {lr:g}, warm-up {warmup:g} ({warm} of {total} steps)",
                  rel=1e-5)
     return _gap(check, list(names), gaps)
 
@@ -212,7 +214,7 @@ def run_batch(config, num_processes: int, online: bool) -> dict:
     """The batch a TRL config trains with on `num_processes` processes, in samples."""
     b, ga = config.per_device_train_batch_size, config.gradient_accumulation_steps
     out = {"per update": b * num_processes * ga}  # Trainer: per-device batch x processes x accumulation
-    if online:
+    if online and hasattr(config, "generation_batch_size"):  # A*-PO: one completion per prompt, no rollout batch
         spg = config.steps_per_generation or ga
         # TRL's post-init, on this one process: generation_batch_size = per-device batch x processes x spg
         out["per rollout"] = config.generation_batch_size * num_processes
