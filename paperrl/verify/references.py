@@ -215,6 +215,28 @@ def _discopop(x: Pair, p):  # DiscoPOP: logistic and exponential losses mixed by
     return (1 - mix) * -_logsig(f) + mix * torch.exp(-f)
 
 
+def _bco_pair(x: Pair, p):
+    """BCO on pairs: -log sigma(r_w - delta) - log sigma(-(r_l - delta)), r = beta log pi/pi_ref; delta, the reward shift,
+    is a running mean of the rewards, a constant (no gradient). On a first batch it is that batch's mean reward,
+    (mean r_w + mean r_l) / 2. `reward_shift: false` is delta = 0."""
+    r_w, r_l = p["beta"] * x.h_w, p["beta"] * x.h_l
+    delta = torch.cat([r_w, r_l]).mean().detach() if p.get("reward_shift", True) else 0.0
+    return -_logsig(r_w - delta) - _logsig(-(r_l - delta))
+
+
+def _aot(x: Pair, p):
+    """AOT, paired: the policy's margin log pi(y_w) - log pi(y_l) must dominate the reference's in distribution
+    (first order, by 1-D optimal transport): the i-th smallest of each over the batch, -log sigma(beta (q_i - q'_i))."""
+    ref_margin = (x.w - x.h_w) - (x.l - x.h_l)  # log pi_ref(y_w) - log pi_ref(y_l)
+    return -_logsig(p["beta"] * (torch.sort(x.w - x.l).values - torch.sort(ref_margin).values))
+
+
+def _sppo_hard(x: Pair, p):
+    """SPPO's iteration loss (log pi/pi_t (y) - eta (P(y > pi_t) - 1/2))^2, eta = 1/beta, with P = 1 for y_w, 0 for y_l."""
+    eta = 1 / p["beta"]
+    return (x.h_w - eta / 2) ** 2 + (x.h_l + eta / 2) ** 2
+
+
 PREFERENCE_LOSSES = {
     "sigmoid": lambda x, p: -_logsig(p["beta"] * (x.h_w - x.h_l)),  # DPO Eq. 7
     "sigmoid_norm": lambda x, p: -_logsig(p["beta"] * (x.h_w / x.n_w - x.h_l / x.n_l)),  # per-token log-ratios
@@ -228,6 +250,13 @@ PREFERENCE_LOSSES = {
     "simpo": lambda x, p: -_logsig(p["beta"] * (x.w / x.n_w - x.l / x.n_l) - p["gamma"]),  # reference-free
     "alphapo": _alphapo,
     "sft": lambda x, p: -x.w.sum() / x.n_w.sum(),  # negative log-likelihood per token of the chosen responses
+    "slic": lambda x, p: torch.relu(1 - p["beta"] * (x.w - x.l)),  # SLiC-HF Eq. 1 (RSO Eq. 9): margin 1/beta, no pi_ref
+    "hinge": lambda x, p: torch.relu(1 - p["beta"] * (x.h_w - x.h_l)),  # RSO Eq. 10, hinge-norm
+    "bco_pair": _bco_pair,
+    "aot": _aot,
+    "aot_unpaired": lambda x, p: -_logsig(p["beta"] * (torch.sort(x.h_w).values - torch.sort(x.h_l).values)),  # AOT
+    "sppo_hard": _sppo_hard,
+    "nll_seq": lambda x, p: -x.w / x.n_w,  # MPO's L_g: each chosen response's NLL over its own length
 }
 # f-DPO: the log-ratio h = log u replaced by f'(u) of the divergence
 DIVERGENCES = {"reverse_kl": lambda h: h, "js_divergence": lambda h: math.log(2) + _logsig(h)}  # log(2u / (1 + u))
@@ -242,6 +271,18 @@ def ref_preference_loss(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p, pair_weight
     f = DIVERGENCES[p.get("divergence", "reverse_kl")]
     pair = Pair(pol_w, pol_l, f(pol_w - ref_w), f(pol_l - ref_l), len_w, len_l)
     return (PREFERENCE_LOSSES[p["loss"]](pair, p) * pair_weight).mean()
+
+
+def ref_reference_updates(reference: list, policies: list, alpha: float, every: int) -> list:
+    """TR-DPO's soft update, on the parameters: after optimizer step t (t = 1, 2, ...), if t is a multiple of `every`,
+    pi_ref <- alpha pi_theta + (1 - alpha) pi_ref_prev. `policies[t - 1]`: the policy's parameters after step t.
+    Returns the reference's parameters after each step."""
+    out = []
+    for t, policy in enumerate(policies, start=1):
+        if t % every == 0:
+            reference = [alpha * a + (1 - alpha) * r for a, r in zip(policy, reference)]
+        out.append(reference)
+    return out
 
 
 def ref_bema(thetas: list[torch.Tensor], a: dict, update_freq: int) -> torch.Tensor:
