@@ -281,6 +281,12 @@ def _check_soft_overlong(plan, objective) -> Check:
 
 
 def verify_rloo(recipe_name: str, sets: list[str]) -> list[Check]:
+    from paperrl import recipe as recipes
+
+    if objective_values(recipes.load(recipe_name, sets)).get("advantage") == "global":  # REINFORCE++ (grpo-b)
+        from paperrl.verify.reinforce_pp import verify_reinforce_pp
+
+        return verify_reinforce_pp(recipe_name, sets)
     # The scenario's first 4 groups: one rollout of 16 completions in 2 mini-batches of 8.
     plan = scenario_plan(recipe_name, sets, gradient_accumulation_steps=1, steps_per_generation=2,
                  per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
