@@ -8,8 +8,9 @@ import math
 import torch
 
 from paperrl import demo
-from paperrl.verify.references import (ref_advantages, ref_policy_loss, ref_reinforce_loss,
-                                       ref_soft_overlong, ref_token_logps)
+from paperrl.verify.references import (ref_advantages, ref_cosine_reward, ref_entropy_coefficients,
+                                       ref_entropy_mask, ref_gdpo_advantages, ref_policy_loss, ref_reinforce_loss,
+                                       ref_soft_overlong, ref_token_entropies, ref_token_logps)
 from paperrl.verify.scenario import SEED, Check, compare, grads, objective_values, perturb, real_trainer, scenario_plan
 
 # ---------------------------------------------------------------- the scenario, written by hand
@@ -37,6 +38,15 @@ REWARDS = [1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 2, 2, 0, 1, 0,
 # token of every completion with a positive advantage gets e^0.22 = 1.25, between 1 + 0.2 and 1 + 0.28.
 SHIFTS = [0.0, 1e-4, -2e-4, 0.05, -0.1, 0.22, 0.25, -0.3]
 CLIP_HIGHER_SHIFT = 0.22
+# a second written reward, for objectives over several rewards (GDPO): 1 for a completion of at most 2 tokens; it
+# varies inside groups whose first reward is constant, where normalising each reward apart differs from the sum
+REWARDS_2 = [float(len(text) <= 2) for text in COMPLETIONS]
+# INTELLECT-2's two-sided clip: the second token of every completion with a negative advantage gets e^1.6 = 4.95,
+# beyond the cap delta = 4 and beyond 1 + eps
+RATIO_CAP_SHIFT = 1.6
+# V3.2's off-policy mask: every other completion with a negative advantage drifts by 0.8 nats per token (pi_old
+# above pi), beyond the mask's delta = 0.5; the others' drift stays within 0.3
+OFF_POLICY_DRIFT = 0.8
 KL_PERTURBATION = 0.05  # weight noise that moves the policy from the reference when the loss has a KL term
 MIN_CLIP_MARGIN = 1e-5  # no ratio may sit so close to a clip edge that float rounding decides its side
 
@@ -79,10 +89,29 @@ class _Scenario:
         return [float(REWARDS[i]) for i in self.last]
 
 
-def _shifts(mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+class _SecondReward:
+    """REWARDS_2 for the completions the scenario handed out last."""
+
+    __name__ = "table_reward_2"
+
+    def __init__(self, scenario: _Scenario):
+        self.scenario = scenario
+
+    def __call__(self, completions, **kwargs):
+        return [REWARDS_2[i] for i in self.scenario.last]
+
+
+def _shifts(mask: torch.Tensor, advantages: torch.Tensor, objective: dict | None = None) -> torch.Tensor:
+    objective = objective or {}
     rows, cols = torch.meshgrid(torch.arange(mask.shape[0]), torch.arange(mask.shape[1]), indexing="ij")
     offset = torch.tensor(SHIFTS)[(rows + cols) % len(SHIFTS)]
     offset[:, 0] = torch.where(advantages > 0, CLIP_HIGHER_SHIFT, offset[:, 0])
+    negative = advantages < 0
+    if "ratio_cap" in objective:
+        offset[:, 1] = torch.where(negative, RATIO_CAP_SHIFT, offset[:, 1])
+    if "off_policy_mask" in objective:
+        drifting = negative & (torch.cumsum(negative.long(), 0) % 2 == 1)
+        offset = torch.where(drifting.unsqueeze(1), -OFF_POLICY_DRIFT, offset)
     return offset * mask
 
 
@@ -91,7 +120,8 @@ def clip_margin(offset: torch.Tensor, mask: torch.Tensor, objective: dict) -> fl
     if "clip" not in objective:
         return math.inf
     low, high = objective["clip"]
-    edges = torch.tensor(([math.log1p(-low)] if low < 1 else []) + [math.log1p(high)])  # low >= 1: no lower edge
+    edges = torch.tensor(([math.log1p(-low)] if low < 1 else []) + [math.log1p(high)]  # low >= 1: no lower edge
+                         + ([math.log(objective["ratio_cap"])] if "ratio_cap" in objective else []))
     if objective["ratio"] == "sequence":
         values = (offset.sum(-1) / mask.sum(-1).clamp(min=1))[mask.sum(-1) > 0]
     else:
@@ -107,7 +137,8 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
                  per_device_train_batch_size=8, num_generations=GROUP, max_completion_length=MAX_LEN)
     objective = objective_values(plan.recipe)
     scenario = _Scenario()
-    trainer = real_trainer(plan, [scenario])
+    several = objective.get("advantage") == "gdpo"  # an objective over several rewards: two written rewards
+    trainer = real_trainer(plan, [scenario, _SecondReward(scenario)] if several else [scenario])
     trainer.current_gradient_accumulation_steps = ga
     scenario.attach(trainer)
     reference = None
@@ -130,9 +161,14 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
     slices = trainer._buffered_inputs
     gen = trainer._paperrl_last_generation
     src = plan.recipe.objective
-    checks = [compare(f"advantage ({objective['advantage']})", src.advantage.source,
-                       ref_advantages(torch.tensor(REWARDS, dtype=torch.float32), GROUP, objective["advantage"]),
-                       gen["advantages"])]
+    rewards = torch.tensor(REWARDS, dtype=torch.float32)
+    if several:
+        expected = ref_gdpo_advantages(torch.stack([rewards, torch.tensor(REWARDS_2)], dim=1), [1.0, 1.0], GROUP)
+        note = "two written rewards of equal weight; the second varies inside groups where the first is constant"
+    else:
+        expected, note = ref_advantages(rewards, GROUP, objective["advantage"]), ""
+    checks = [compare(f"advantage ({objective['advantage']})", src.advantage.source, expected, gen["advantages"],
+                      note=note)]
 
     if objective.get("overlong_filtering") is not None:
         lengths = torch.tensor([len(t) for t in COMPLETIONS], dtype=torch.float32)
@@ -147,6 +183,12 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
     model = trainer.model
     temperature = plan.config.get("temperature", 1.0)
     windows = [slices[i:i + ga] for i in range(0, spg, ga)]
+    control = objective.get("entropy_control")
+    coefficients = []  # TRL's entropy coefficient after each update (adaptive entropy control)
+    if control:  # the entropies the controller measures; the model does not move between updates (no step taken)
+        with torch.no_grad():
+            measured = [_mean_entropy(model, w, temperature).item() for w in windows]
+        applied, _ = ref_entropy_coefficients(measured, control)
     ours, theirs, our_grads, their_grads, margins, tokens, updates = [], [], [], [], [], [], []
     for window in windows:
         parts = []
@@ -156,12 +198,19 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
             with torch.no_grad():
                 current = ref_token_logps(model, s["prompt_ids"], s["prompt_mask"], s["completion_ids"],
                                           s["completion_mask"], temperature)
-            offset = _shifts(mask, s["advantages"])
+            offset = _shifts(mask, s["advantages"], objective)
             s["old_per_token_logps"] = current - offset
             margins.append(clip_margin(offset, mask, objective))
+            if "off_policy_mask" in objective:  # no sequence's drift so close to delta that rounding decides
+                drift = -(offset.sum(-1) / mask.sum(-1).clamp(min=1))[mask.sum(-1) > 0]
+                margins.append((drift - objective["off_policy_mask"]).abs().min().item())
             parts.append(s)
-        their_loss = sum(trainer._compute_loss(model, s) for s in parts)
+        their_loss = _trl_update_loss(trainer, model, parts)
+        coefficients.append(float(getattr(trainer, "entropy_coef", 0.0)))
         our_loss = _window_loss(model, parts, objective, temperature, reference)
+        if control:  # Skywork-OR1: L - alpha_k H; H averaged per micro-batch as TRL and the authors' verl do (the
+            # paper's mean over the update's tokens: the entropy bonus row)
+            our_loss = our_loss - applied[len(ours)] * _micro_mean_entropy(model, parts, temperature)
         their_grads.append(grads(model, their_loss))
         our_grads.append(grads(model, our_loss))
         theirs.append(their_loss.detach())
@@ -170,15 +219,26 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
         updates.append(parts)
     if min(margins) < MIN_CLIP_MARGIN:
         raise AssertionError(f"verify scenario: a ratio lies {min(margins):.2g} from a clip edge")
-    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "is_cap", "aggregation", "kl")
-                   if getattr(src, k))
+    eq = "; ".join(getattr(src, k).source for k in ("ratio", "clip", "soft_gate", "is_cap", "vespo", "ratio_cap",
+                                                     "off_policy_mask", "entropy_mask", "aggregation", "kl",
+                                                     "kl_weighting", "entropy_control") if getattr(src, k))
     note = f"{len(windows)} updates of {ga} micro-batches, tokens per update {tokens}"
+    if "entropy_mask" in objective:
+        note += "; the entropy threshold per micro-batch, as TRL takes it (the paper's batch-wide one: next rows)"
     checks.append(compare("policy loss (ratio, clip, aggregation)", eq, torch.stack(ours), torch.stack(theirs),
                            note=note))
     checks.append(compare("gradient of the policy loss, all parameters", eq, torch.cat(our_grads),
                            torch.cat(their_grads), note=note))
+    if "entropy_mask" in objective:
+        checks += _entropy_threshold_deviation(plan, trainer, model, updates, objective, temperature, reference,
+                                               torch.stack(theirs))
+    if control:
+        checks.append(_check_entropy_control(plan, trainer, model, updates, objective, temperature, coefficients))
+        checks.append(_entropy_bonus_deviation(plan, trainer, model, updates, temperature))
     if objective.get("overlong_reward"):
         checks.append(_check_soft_overlong(plan, objective))
+    if objective.get("cosine_reward"):
+        checks.append(_check_cosine_reward(recipe_name, sets, objective, src.cosine_reward.source))
     if plan.recipe.dynamic_sampling and plan.recipe.dynamic_sampling.enabled.value:
         checks += _check_dynamic_sampling(recipe_name, sets, objective)
     if plan.recipe.exact_token_normaliser and plan.recipe.exact_token_normaliser.value:
@@ -188,6 +248,120 @@ def verify_grpo(recipe_name: str, sets: list[str]) -> list[Check]:
 
         checks += mismatch_checks(recipe_name, sets)
     return checks
+
+
+def _trl_update_loss(trainer, model, parts):
+    """TRL's loss of one update, its micro-batches accumulated: the optimizer step's boundary (when TRL's adaptive
+    entropy control measures and moves its coefficient) falls on the last one, as in training."""
+    state = trainer.accelerator.gradient_state
+    loss = 0
+    for i, s in enumerate(parts):
+        state._set_sync_gradients(i == len(parts) - 1)
+        loss = loss + trainer._compute_loss(model, s)
+    state._set_sync_gradients(True)
+    return loss
+
+
+def _window_entropies(model, parts, temperature):
+    """The entropy of the policy at every completion token of one update, and the update's completion mask."""
+    out, masks = [], []
+    width = max(p["completion_ids"].shape[1] for p in parts)
+    for p in parts:
+        h = ref_token_entropies(model, p["prompt_ids"], p["prompt_mask"], p["completion_ids"], p["completion_mask"],
+                                temperature)
+        out.append(torch.nn.functional.pad(h, (0, width - h.shape[1])))
+        masks.append(torch.nn.functional.pad(p["completion_mask"].float(), (0, width - h.shape[1])))
+    return torch.cat(out), torch.cat(masks)
+
+
+def _mean_entropy(model, parts, temperature):
+    h, m = _window_entropies(model, parts, temperature)
+    return (h * m).sum() / m.sum().clamp(min=1)
+
+
+def _micro_mean_entropy(model, parts, temperature):
+    """The mean of the micro-batches' mean token entropies."""
+    return sum(_mean_entropy(model, [p], temperature) for p in parts) / len(parts)
+
+
+def _entropy_bonus_deviation(plan, trainer, model, updates, temperature) -> Check:
+    """The entropy TRL's bonus multiplies (its loss with the coefficient at 1 minus its loss at 0), against the
+    paper's mean token entropy over the update: TRL averages each micro-batch's mean, as the authors' verl does."""
+    saved = (trainer.entropy_coef, trainer._last_world_entropy, trainer._entropy_window_stats)
+    state = trainer.accelerator.gradient_state
+    theirs, ours = [], []
+    with torch.no_grad():
+        for parts in updates:
+            losses = []
+            for coef in (0.0, 1.0):
+                trainer.entropy_coef, trainer._last_world_entropy = coef, -math.inf
+                state._set_sync_gradients(False)  # no step boundary: the controller does not move
+                losses.append(sum(trainer._compute_loss(model, s) for s in parts))
+                trainer._entropy_window_stats = None
+            state._set_sync_gradients(True)
+            theirs.append(losses[0] - losses[1])
+            ours.append(_mean_entropy(model, parts, temperature))
+    trainer.entropy_coef, trainer._last_world_entropy, trainer._entropy_window_stats = saved
+    check = compare("entropy bonus: the mean token entropy the coefficient multiplies",
+                    plan.recipe.objective.entropy_control.source, torch.stack(ours), torch.stack(theirs),
+                    note="TRL takes the mean of each micro-batch's mean token entropy (as the authors' verl), the paper "
+                         "the mean over the update's tokens; they differ when micro-batches hold different token counts")
+    return _bounded(check, "entropy_bonus_mean", plan.recipe.deviations)
+
+
+def _check_entropy_control(plan, trainer, model, updates, objective, temperature, coefficients) -> Check:
+    """Skywork-OR1's adaptive entropy coefficient over 6 optimizer steps (the scenario's 2 updates, 3 times over):
+    TRL's coefficient after each step against the paper's controller fed the same measured entropies."""
+    control = objective["entropy_control"]
+    with torch.no_grad():
+        for _ in range(2):
+            for parts in updates:
+                _trl_update_loss(trainer, model, parts)
+                coefficients.append(float(trainer.entropy_coef))
+        measured = [_mean_entropy(model, parts, temperature).item() for parts in updates] * 3
+    _, after = ref_entropy_coefficients(measured, control)
+    return compare("adaptive entropy coefficient after each optimizer step", plan.recipe.objective.entropy_control.source,
+                   torch.tensor(after, dtype=torch.float64), torch.tensor(coefficients, dtype=torch.float64),
+                   note=f"mean token entropy of the updates {[round(e, 4) for e in measured[:2]]} against the target "
+                        f"{control['target']}; coefficient from {control['initial']} in steps of {control['delta']} within "
+                        f"[{control['min']}, {control['max']}]")
+
+
+def _entropy_threshold_deviation(plan, trainer, model, updates, objective, temperature, reference, theirs):
+    """80/20's threshold over the whole update (the paper's batch B) against TRL's, taken per micro-batch: the tokens
+    each keeps (TRL's own mask, from its own entropies) and the update's loss."""
+    rho, src = objective["entropy_mask"], plan.recipe.objective.entropy_mask.source
+    ours, kept_paper, kept_trl, differ = [], [], [], 0
+    with torch.no_grad():
+        for parts in updates:
+            h, m = _window_entropies(model, parts, temperature)
+            paper = ref_entropy_mask(h, m, rho)
+            trl = []
+            for p in parts:
+                ids = torch.cat([p["prompt_ids"], p["completion_ids"]], dim=1)
+                att = torch.cat([p["prompt_mask"], p["completion_mask"]], dim=1)
+                _, ent, _ = trainer._get_per_token_logps_and_entropies(model, ids, att, p["completion_ids"].shape[1],
+                                                                       compute_entropy=True)
+                mask = trainer.get_high_entropy_mask(ent, p["completion_mask"], 1 - trainer.top_entropy_quantile)
+                trl.append(torch.nn.functional.pad(mask.float(), (0, h.shape[1] - mask.shape[1])))
+            trl = torch.cat(trl)
+            kept_paper.append(paper.sum())
+            kept_trl.append(trl.sum())
+            differ += int((paper != trl).sum())
+            ours.append(_window_loss(model, parts, objective, temperature, reference, threshold_scope="update"))
+    note = (f"TRL takes the (1 - rho)-quantile over each micro-batch's tokens, the paper over the batch's: {differ} "
+            "token(s) of the scenario's updates change side")
+    mask_check = compare("high-entropy tokens given a gradient, with the paper's batch-wide threshold", src,
+                         torch.stack(kept_paper), torch.stack(kept_trl), note=note)
+    if differ:
+        mask_check.status = ""
+        mask_check.relative = differ / max(float(sum(kept_paper)), 1.0)
+        mask_check.max_abs_diff, mask_check.tolerance = float(differ), 0.0
+        mask_check.status = "FAIL"
+    loss_check = compare("policy loss with the paper's batch-wide entropy threshold", src, torch.stack(ours), theirs,
+                         note=note)
+    return [_bounded(mask_check, "entropy_quantile_batch", plan.recipe.deviations),
+            _bounded(loss_check, "entropy_quantile_batch", plan.recipe.deviations)]
 
 
 def _check_dynamic_sampling(recipe_name: str, sets: list[str], objective: dict) -> list[Check]:
@@ -216,8 +390,9 @@ def _check_dynamic_sampling(recipe_name: str, sets: list[str], objective: dict) 
     ]
 
 
-def _window_loss(model, parts, objective, temperature, ref_model=None):
-    """The paper's loss of one update: its micro-batches joined (padding to a common width)."""
+def _window_loss(model, parts, objective, temperature, ref_model=None, threshold_scope="micro"):
+    """The paper's loss of one update: its micro-batches joined (padding to a common width). With 80/20's entropy
+    mask, the threshold is taken over each micro-batch (TRL's choice) or over the whole update (the paper's)."""
     width = max(p["completion_ids"].shape[1] for p in parts)
     pwidth = max(p["prompt_ids"].shape[1] for p in parts)
 
@@ -234,7 +409,18 @@ def _window_loss(model, parts, objective, temperature, ref_model=None):
     if "kl" in objective:
         with torch.no_grad():
             ref = ref_token_logps(ref_model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
-    return ref_policy_loss(logps, old, completion_mask.float(), advantages, objective, MAX_LEN, ref)
+    keep = None
+    if "entropy_mask" in objective:
+        with torch.no_grad():
+            h, m = _window_entropies(model, parts, temperature)
+            rho = objective["entropy_mask"]
+            if threshold_scope == "update":
+                keep = ref_entropy_mask(h, m, rho)
+            else:
+                sizes = [p["completion_ids"].shape[0] for p in parts]
+                keep = torch.cat([ref_entropy_mask(hh, mm, rho) for hh, mm in zip(h.split(sizes), m.split(sizes))])
+            keep = keep[:, :width]
+    return ref_policy_loss(logps, old, completion_mask.float(), advantages, objective, MAX_LEN, ref, keep)
 
 
 def _trl_normaliser_deviation(plan, trainer, updates, ours, gen, tokens) -> Check:
@@ -278,6 +464,33 @@ def _check_soft_overlong(plan, objective) -> Check:
     theirs = torch.tensor(fn(completion_ids=[[0] * n for n in lengths]), dtype=torch.float32)
     return compare("soft overlong punishment", plan.recipe.objective.overlong_reward.source,
                     ref_soft_overlong(lengths, l_max, l_cache), theirs)
+
+
+def _check_cosine_reward(recipe_name: str, sets: list[str], objective: dict, source: str) -> Check:
+    """The recipe's cosine length-scaling reward, as the paper's run configures it (not the demo's scaled-down one),
+    at lengths around 0, L_max / 2 and L_max, for a correct and a wrong answer, against the paper's formula."""
+    from paperrl import recipe as recipes
+    from paperrl import rewards as rewardmod
+    from paperrl.resolve import Options, resolve
+
+    plan = resolve(recipes.load(recipe_name, sets), Options(model="m", output_dir="/tmp/paperrl-verify"))
+    spec = next((r for r in plan.rewards if r["name"] == "cosine_scaled"), None)
+    spec_values = objective["cosine_reward"]
+    if spec is None:
+        return Check("cosine length-scaling reward", source, float("inf"), 0.0, note="the recipe has no cosine_scaled reward")
+    fn = rewardmod.build([spec])[0][0]
+    l_max = spec_values["l_max"]
+    lengths = [0, 1, l_max // 4, l_max // 2, l_max - 1, l_max, l_max + 1]
+    boxed = spec["args"].get("verifier", "accuracy") == "accuracy"
+    right, wrong = (r"\boxed{3}", r"\boxed{4}") if boxed else ("3", "4")
+    theirs, correct = [], []
+    for answer, ok in ((right, True), (wrong, False)):
+        theirs += fn(completions=[answer] * len(lengths), solution=["3"] * len(lengths),
+                     completion_ids=[[0] * n for n in lengths])
+        correct += [ok] * len(lengths)
+    return compare("cosine length-scaling reward", source, ref_cosine_reward(lengths * 2, correct, spec_values),
+                   torch.tensor(theirs, dtype=torch.float64),
+                   note=f"lengths {lengths} tokens, a correct and a wrong answer, the recipe's reward arguments")
 
 
 def verify_rloo(recipe_name: str, sets: list[str]) -> list[Check]:
