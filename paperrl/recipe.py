@@ -219,6 +219,7 @@ class Packing(_Closed):
 
     split_long: bool  # documents longer than the window are cut into window-sized chunks, none dropped
     isolate: bool  # a packed document attends only to itself
+    best_fit: bool  # windows filled by best-fit decreasing (Fewer Truncations)
 
 
 class Objective(_Strict):

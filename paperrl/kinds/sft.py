@@ -10,6 +10,6 @@ KIND = TrainerKind(
     columns=(("prompt", "completion"), ("messages",), ("text",)),
     task=Task("addition-sft", demo.completion_row, demo.EXACT_MATCH, demo.exact_match),
     demo={**demo.OFFLINE, "per_device_train_batch_size": (16, demo.WHY)},
-    verifier="paperrl.verify.averaging:verify_averaging",
+    verifier="paperrl.verify.sft:verify_sft",  # by the objective: BEMA (averaging), DFT, packing
     closed=("loss_type",),
 )
