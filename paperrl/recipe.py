@@ -305,7 +305,7 @@ class Recipe(_Strict):
     callbacks: list[Named] = []
     dynamic_sampling: DynamicSampling | None = None
     exact_token_normaliser: Sourced | None = None  # divide by the mini-batch's own token count
-    reference_free: Sourced | None = None  # dpo kind: log pi_ref = 0 (SLiC's loss has no reference model)
+    reference_free: Sourced[Annotated[bool, Field(strict=True)]] | None = None  # dpo kind: log pi_ref = 0 (SLiC)
     chat_template: Sourced | None = None  # false: raw-text prompts even where the model has a chat template
     prompt_template: Sourced | None = None  # raw text around each prompt, "{prompt}" marks where it goes
     objective: Objective = Objective()

@@ -84,6 +84,7 @@ def test_reference_free_needs_the_dpo_kind_and_no_sync():
     assert_user_error(run_cli("slic-hf", "--set", "sync_ref_model=true", "--dry-run"), "reference_free",
                       "sync_ref_model")
     assert_user_error(run_cli("simpo", "--set", "reference_free=true", "--dry-run"), "reference_free", "dpo")
+    assert_user_error(run_cli("slic-hf", "--set", "reference_free=maybe", "--dry-run"), "reference_free", "boolean")
 
 
 @pytest.mark.slow
