@@ -49,6 +49,11 @@ class Entry:
         return self.status != "unavailable"
 
 
+def cite(raw: dict) -> str:
+    """Where the paper is: "arXiv 2507.18071", or the post's address for an entry without a paper."""
+    return f"arXiv {raw['arxiv']}" if raw.get("arxiv") else str(raw.get("url") or "no paper")
+
+
 def year_of(raw: dict) -> int | None:
     """The recipe's `year`, else the arXiv id's (YYMM.NNNNN)."""
     if raw.get("year"):
@@ -83,7 +88,7 @@ def unavailable_error(name: str) -> PaperrlError:
     from importlib.metadata import version
 
     entry = unavailable()[name]
-    return PaperrlError(f"{name}: {entry['title']} (arXiv {entry['arxiv']}, Paper Index: {entry['section']}) cannot "
+    return PaperrlError(f"{name}: {entry['title']} ({cite(entry)}, Paper Index: {entry['section']}) cannot "
                         f"be trained with the installed TRL {version('trl')}: {entry['reason']}")
 
 

@@ -105,7 +105,7 @@ def show(recipe: str = typer.Argument(..., metavar="RECIPE|FILE", help="a recipe
     r = _read(recipe)
     defaults = catalog.trl_defaults(r["trainer"])
     con = _console()
-    con.print(f"[bold]{r['name']}[/bold]: {r['title']} (arXiv {r['arxiv']}), trainer {r['trainer']}\n{r['summary']}")
+    con.print(f"[bold]{r['name']}[/bold]: {r['title']} ({catalog.cite(r)}), trainer {r['trainer']}\n{r['summary']}")
     table = Table("field", "value", "demo", "TRL default", "from", "source", box=None)
     for name, entry in (r.get("config") or {}).items():
         table.add_row(name, *_cells(entry, defaults[name]))
@@ -229,7 +229,7 @@ def _execute(recipe_ref: str, kw: dict) -> None:
         except PaperrlError as exc:
             if opts.dry_run or not opts.output_dir:
                 raise
-            from paperrl.train import check_output_dir
+            from paperrl.rundir import check_output_dir
 
             # report the output directory's problem too: every mistake at once, before anything heavy
             raise PaperrlError(*exc.problems, *check_output_dir(opts.output_dir, opts)) from None
@@ -255,7 +255,7 @@ def _print_plan(out: dict) -> None:
     from rich.table import Table
 
     con = _console()
-    con.print(f"[bold]{out['recipe']}[/bold] ({out['paper']['title']}, arXiv {out['paper']['arxiv']}) "
+    con.print(f"[bold]{out['recipe']}[/bold] ({out['paper']['title']}, {catalog.cite(out['paper'])}) "
               f"trainer {out['trainer']}\nmodel: {out['model']}\ndataset: {out['dataset']}")
     table = Table("field", "value", "origin", "source", box=None)
     for name, how in out["origin"].items():
@@ -304,7 +304,7 @@ def _add_recipe_commands() -> None:
     """One command per shipped recipe, its help the paper. Read here, not on import: show and diff stay fast."""
     for name, path in catalog.available().items():
         raw = catalog.read_raw(path)
-        paper = f"{raw.get('title')} (arXiv {raw.get('arxiv')})"
+        paper = f"{raw.get('title')} ({catalog.cite(raw)})"
         command = _recipe_command(name)
         command.__doc__ = (f"{paper}\n\n{raw.get('summary', '')}\n\nTrains with the paper's values (with --model) or the "
                            f"demo values on the embedded tiny model; `paperrl show {name}` lists them with their sources.")

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paperrl import __version__
+from paperrl import __version__, catalog
 from paperrl.errors import PaperrlError
 
 GiB = 2**30
@@ -228,7 +228,7 @@ def recipe_rows(recipe_ref: str, model: str | None, num_processes: int, machine:
 
     r = recipes.load(recipe_ref)
     opts = Options(model=model, num_processes=num_processes)
-    rows = [("recipe", f"{r.name}: {r.title} (arXiv {r.arxiv}), trainer {r.trainer}, "
+    rows = [("recipe", f"{r.name}: {r.title} ({catalog.cite(r.model_dump())}), trainer {r.trainer}, "
                        f"{'with the paper values' if model else 'with the demo values on the embedded tiny model'}")]
     try:
         plan = resolve(r, opts)

@@ -16,7 +16,7 @@ import pprint
 import re
 import textwrap
 
-from paperrl import demo, rewards
+from paperrl import catalog, demo, rewards
 from paperrl.resolve import Plan
 
 
@@ -140,7 +140,7 @@ def script(plan: Plan) -> str:
     reward_code, reward_list = _rewards(plan) if plan.kind.online else ("", "[]")
     parts = [
         "#!/usr/bin/env python",
-        f'"""Plain TRL for the paperrl recipe {plan.recipe.name}: {plan.recipe.title} (arXiv {plan.recipe.arxiv}).\n\n'
+        f'"""Plain TRL for the paperrl recipe {plan.recipe.name}: {plan.recipe.title} ({catalog.cite(plan.recipe.model_dump())}).\n\n'
         'Exported by `paperrl ... --dry-run --format python`. It imports no paperrl code.\n'
         'Run it with `python this_script.py`; `--print-config` prints the resolved TRL config and exits."""',
         "from __future__ import annotations\n\nimport json\nimport math\nimport re\nimport sys\nimport warnings\nfrom pathlib import Path\nfrom types import SimpleNamespace\n\nimport torch\nfrom datasets import Dataset, load_dataset\n"
@@ -167,9 +167,9 @@ def script(plan: Plan) -> str:
         parts.append("# DAPO Eq. 12's exact token normaliser, paperrl's subclass\n" + _module_body(normaliser))
         trainer_expr = f"with_exact_token_normaliser({trainer_expr})"
     parts.append("# data\n" + _data(plan))
-    from paperrl.train import _peft_config
+    from paperrl.builder import peft_config
 
-    parts.append("# LoRA (--lora-r), as paperrl builds it\n" + _source(_peft_config))
+    parts.append("# LoRA (--lora-r), as paperrl builds it\n" + _source(peft_config))
     reward_arg = f"\n        reward_funcs={reward_list}," if plan.kind.online else ""
     parts.append(textwrap.dedent(f'''\
         def build_trainer():
@@ -181,8 +181,8 @@ def script(plan: Plan) -> str:
             data = prepare(load_train_dataset(), PLAN, tokenizer)
             kwargs = dict(model=MODEL, args=args, train_dataset=data, processing_class=tokenizer,{reward_arg}
                           callbacks={callbacks})
-            if _peft_config(PLAN) is not None:
-                kwargs["peft_config"] = _peft_config(PLAN)
+            if peft_config(PLAN) is not None:
+                kwargs["peft_config"] = peft_config(PLAN)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*experimental.*")
                 return ({trainer_expr})(**kwargs)

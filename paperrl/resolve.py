@@ -305,7 +305,7 @@ def dry_run(plan: Plan) -> dict:
     out = {
         "recipe": plan.recipe.name,
         "trainer": plan.recipe.trainer,
-        "paper": {"arxiv": plan.recipe.arxiv, "title": plan.recipe.title},
+        "paper": {"arxiv": plan.recipe.arxiv, "url": plan.recipe.url, "title": plan.recipe.title},
         "model": plan.model,
         "dataset": plan.dataset,
         "config": _jsonable(config.to_dict()),

@@ -127,7 +127,7 @@ def _model_with_chat_template(tmp_path):
 def test_chat_template_where_the_model_has_one(cache_dir, tmp_path, recipe, conversational):
     from paperrl import data as datamod, recipe as recipes, rewards
     from paperrl.resolve import Options, resolve
-    from paperrl.train import build_trainer
+    from paperrl.builder import build_trainer
 
     data = _write(tmp_path / "train.jsonl", _rows(), "jsonl")
     plan = resolve(recipes.load(recipe, ["max_completion_length=4", "num_generations=4", "per_device_train_batch_size=8"]),
@@ -246,7 +246,7 @@ def test_paper_columns_filters_and_template_are_applied_and_said(tmp_path, instr
     """Dr. GRPO on a local MATH-lighteval copy: the recipe's mapping, level filter, prompt cap and template."""
     from paperrl import data as datamod, recipe as recipes, rewards
     from paperrl.resolve import Options, resolve
-    from paperrl.train import build_trainer
+    from paperrl.builder import build_trainer
 
     plan = resolve(recipes.load("dr-grpo", ["max_completion_length=8", "batch.prompts_per_rollout=2",
                                             "batch.completions_per_prompt=2", "batch.completions_per_step=4"]),
@@ -268,7 +268,7 @@ def test_paper_columns_filters_and_template_are_applied_and_said(tmp_path, instr
 def test_paper_preference_rows_are_split_as_the_authors_do(tmp_path, instruct_model, capsys):
     from paperrl import data as datamod, recipe as recipes
     from paperrl.resolve import Options, resolve
-    from paperrl.train import build_trainer
+    from paperrl.builder import build_trainer
 
     def prepared(recipe):
         plan = resolve(recipes.load(recipe, ["max_length=64", "batch.examples_per_step=2"]),

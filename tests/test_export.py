@@ -133,7 +133,7 @@ def _received(trainer) -> dict:
 @pytest.mark.parametrize("name", ["dr-grpo", "dapo", "gspo", "bema", "dpo"])
 def test_exported_script_builds_the_same_trainer_as_paperrl(cache_dir, tmp_path, monkeypatch, name):
     from paperrl import recipe as recipes
-    from paperrl import train
+    from paperrl import builder
     from paperrl.resolve import Options, resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -154,8 +154,8 @@ def test_exported_script_builds_the_same_trainer_as_paperrl(cache_dir, tmp_path,
                    lora_alpha=int(flags["--lora-alpha"]) if "--lora-alpha" in flags else None,
                    dora="--dora" in args)
     plan = resolve(recipes.load(name, opts.sets), opts)
-    dataset, funcs = train._load_inputs(plan)
-    ours = _received(train.build_trainer(plan, dataset, funcs))
+    dataset, funcs = builder.load_inputs(plan)
+    ours = _received(builder.build_trainer(plan, dataset, funcs))
 
     _same(ours, theirs, name)
     if name == "dr-grpo":  # the paper's filters did apply, to both

@@ -17,8 +17,8 @@ def test_each_recipe_is_listed_as_its_paper():
     flat = "".join(recipes_section.split())  # long titles wrap, also inside a hyphenated word (LD-DPO)
     for name, path in catalog.available().items():
         raw = catalog.read_raw(path)
-        assert "".join(f"{name} {raw['title']} (arXiv {raw['arxiv']})".split()) in flat
-    assert re.search(r"^  gspo +Group Sequence Policy Optimization \(arXiv 2507\.18071\)$", out, re.M)
+        assert "".join(f"{name} {raw['title']} ({catalog.cite(raw)})".split()) in flat
+    assert re.search(r"^  gspo +Group Sequence Policy Optimization", out, re.M)
     for command in ("list", "show", "cp", "diff", "run", "verify", "doctor"):
         assert re.search(rf"^  {command} +\S", out.split("Commands:")[1], re.M), command
 

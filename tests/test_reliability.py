@@ -118,7 +118,7 @@ def test_environment_secrets_reach_no_file(cli, tmp_path):
 
 def test_disk_full_is_a_clear_message_and_the_old_file_survives(tmp_path, monkeypatch):
     from paperrl.errors import PaperrlError
-    from paperrl.train import write_json_atomic
+    from paperrl.rundir import write_json_atomic
 
     target = tmp_path / "summary.json"
     target.write_text('{"old": true}')

@@ -10,7 +10,7 @@ from paperrl import data as datamod
 from paperrl import recipe as recipes
 from paperrl import rewards
 from paperrl.resolve import Options, resolve
-from paperrl.train import build_trainer
+from paperrl.builder import build_trainer
 
 REWARD = "tests.rewards_for_tests:controlled"
 

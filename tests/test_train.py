@@ -38,7 +38,7 @@ def test_recipe_trains_a_few_steps(cli, tmp_path, name):
 def _trainer(name, output_dir="/tmp/paperrl-unused", **opts):
     from paperrl import data as datamod
     from paperrl import rewards
-    from paperrl.train import build_trainer
+    from paperrl.builder import build_trainer
 
     plan = resolve(recipes.load(name), Options(output_dir=output_dir, **opts))
     funcs, _ = rewards.build(plan.rewards) if plan.kind.online else ([], {})

@@ -46,7 +46,7 @@ def real_trainer(plan, reward_funcs=(), rows=None):
     from datasets import Dataset
 
     from paperrl import data as datamod
-    from paperrl.train import build_trainer
+    from paperrl.builder import build_trainer
 
     demo.one_thread()
     demo.ensure_model()

@@ -110,7 +110,7 @@ def grpo(cache_dir, tmp_path_factory):
     """A real GRPOTrainer, built by paperrl: dapo loss, 4 prompts x 4 completions per rollout, micro-batches of 4,
     2 accumulation steps, 4 micro-batches per generation; two reward functions (the demo's and a spy)."""
     from paperrl import recipe as recipes
-    from paperrl import train
+    from paperrl import builder
     from paperrl.resolve import Options, resolve
 
     sets = ["loss_type=dapo", "batch.prompts_per_rollout=4", "batch.completions_per_prompt=4",
@@ -118,7 +118,7 @@ def grpo(cache_dir, tmp_path_factory):
     plan = resolve(recipes.load("dr-grpo", sets),
                    Options(per_device_batch_size=4, output_dir=str(tmp_path_factory.mktemp("grpo") / "run"),
                            rewards=["tests.rewards_for_tests:length_reward"]))
-    dataset, funcs = train._load_inputs(plan)
+    dataset, funcs = builder.load_inputs(plan)
     received = []
 
     def spy(**kwargs):
@@ -128,7 +128,7 @@ def grpo(cache_dir, tmp_path_factory):
     spy.__name__ = "spy"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = train.build_trainer(plan, dataset, [funcs[0], spy])
+        trainer = builder.build_trainer(plan, dataset, [funcs[0], spy])
     trainer.model.train()
     torch.manual_seed(0)
     batch = next(iter(trainer.get_train_dataloader()))
