@@ -22,7 +22,7 @@ from paperrl.kinds import KINDS
 from paperrl.trl_fields import config_fields, parameters, type_problem
 
 # Callbacks a recipe can name: name -> class, imported only when a run builds it.
-CALLBACKS = {"bema": "paperrl.callbacks:BEMA"}
+CALLBACKS = {"bema": "paperrl.callbacks:BEMA", "vllm_only": "paperrl.mismatch:VLLMOnly"}
 
 
 
