@@ -44,8 +44,9 @@ REWARDS_2 = [float(len(text) <= 2) for text in COMPLETIONS]
 # INTELLECT-2's two-sided clip: the second token of every completion with a negative advantage gets e^1.6 = 4.95,
 # beyond the cap delta = 4 and beyond 1 + eps
 RATIO_CAP_SHIFT = 1.6
-# V3.2's off-policy mask: every other completion with a negative advantage drifts by 0.8 nats per token (pi_old
-# above pi), beyond the mask's delta = 0.5; the others' drift stays within 0.3
+# V3.2's off-policy mask: every other completion with a negative advantage drifts by 0.8 nats per token on average
+# (pi_old above pi), beyond the mask's delta = 0.5, all of it on its first token, so that its other tokens keep
+# ratios inside the clip range and a gradient the mask must remove; the others' drift stays within 0.3
 OFF_POLICY_DRIFT = 0.8
 KL_PERTURBATION = 0.05  # weight noise that moves the policy from the reference when the loss has a KL term
 MIN_CLIP_MARGIN = 1e-5  # no ratio may sit so close to a clip edge that float rounding decides its side
@@ -109,9 +110,11 @@ def _shifts(mask: torch.Tensor, advantages: torch.Tensor, objective: dict | None
     negative = advantages < 0
     if "ratio_cap" in objective:
         offset[:, 1] = torch.where(negative, RATIO_CAP_SHIFT, offset[:, 1])
-    if "off_policy_mask" in objective:
+    if "off_policy_mask" in objective:  # the first token carries the drift, the others keep ratios inside the clip
         drifting = negative & (torch.cumsum(negative.long(), 0) % 2 == 1)
-        offset = torch.where(drifting.unsqueeze(1), -OFF_POLICY_DRIFT, offset)
+        rest = (offset[:, 1:] * mask[:, 1:]).sum(-1)
+        first = -OFF_POLICY_DRIFT * mask.sum(-1) - rest
+        offset[:, 0] = torch.where(drifting, first, offset[:, 0])
     return offset * mask
 
 
