@@ -94,6 +94,20 @@ def test_new_kinds_name_trls_experimental_trainers():
     assert KINDS["a2po"].trainer_class.endswith("A2POTrainer") and KINDS["a2po"].reference == "always"
 
 
+def test_vllm_only_note(capsys):
+    from types import SimpleNamespace
+
+    from paperrl.mismatch import VLLMOnly
+
+    state = SimpleNamespace(is_world_process_zero=True)
+    args = SimpleNamespace(use_vllm=False, vllm_importance_sampling_correction=True,
+                           vllm_importance_sampling_mode="token_truncate")
+    VLLMOnly().on_train_begin(args, state, None)
+    assert "inactive" in capsys.readouterr().err
+    VLLMOnly().on_train_begin(SimpleNamespace(**{**vars(args), "use_vllm": True}), state, None)
+    assert capsys.readouterr().err == ""
+
+
 def test_a2po_refuses_lora():
     from types import SimpleNamespace
 
