@@ -127,7 +127,7 @@ def test_cosine_scaled_rejects_an_unknown_verifier():
     ("intellect-2", "delta=2.0", "policy loss"),
     ("intellect-2", "delta=null", "gradient of the policy loss"),
     ("skywork-or1", "entropy_target=0.24", "adaptive entropy coefficient"),
-    ("skywork-or1", "use_adaptive_entropy=false", "adaptive entropy coefficient"),
+    ("skywork-or1", "entropy_coef=0.01", "adaptive entropy coefficient"),  # the Paper Index's c_0
     ("80-20", "top_entropy_quantile=1.0", "gradient of the policy loss"),
     ("deepseek-v3.2", "off_policy_mask_threshold=2.0", "gradient of the policy loss"),
     ("deepseek-v3.2", "use_bias_correction_kl=false", "gradient of the policy loss"),
