@@ -1,15 +1,17 @@
 """KTO: a prospect-theoretic loss on unpaired completions labelled desirable or undesirable."""
 
 from paperrl import demo
+from paperrl.demo import _wrong
 from paperrl.kinds import Task, TrainerKind
 
 
 def labelled_row(a: int, b: int, rng) -> dict:
     """One completion per sum with its binary label: the right sum (desirable) or a wrong one (undesirable),
-    drawn at random so the data is balanced in expectation (KTO Eq. 8: lambda_D = lambda_U = 1 suits 1:1)."""
+    drawn at random so the data is balanced in expectation (KTO Eq. 8: lambda_D = lambda_U = 1 suits 1:1).
+    Self-contained (only _wrong): `--format python` copies it into the exported script."""
     if rng.random() < 0.5:
         return {"prompt": f"{a}+{b}=", "completion": str(a + b), "label": True}
-    return {"prompt": f"{a}+{b}=", "completion": str(demo._wrong(a, b, rng)), "label": False}
+    return {"prompt": f"{a}+{b}=", "completion": str(_wrong(a, b, rng)), "label": False}
 
 
 KIND = TrainerKind(

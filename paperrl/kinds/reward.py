@@ -11,17 +11,19 @@ from __future__ import annotations
 import random
 
 from paperrl import demo
+from paperrl.demo import _wrong
 from paperrl.kinds import Task, TrainerKind
 
-RATINGS = ("significantly better", "better", "slightly better", "negligibly better / unsure")
 
 
 def rated_row(a: int, b: int, rng: random.Random) -> dict:
     """A preference pair with a stand-in for the annotator's 4-point rating: the farther the wrong sum is from the
-    right one, the stronger the preference (off by 10: significantly better, by 2: better, by 1: slightly better)."""
-    row = demo.preference_row(a, b, rng)
-    off = abs(int(row["rejected"]) - (a + b))
-    return {**row, "rating": RATINGS[0] if off >= 5 else RATINGS[1] if off >= 2 else RATINGS[2]}
+    right one, the stronger the preference (off by 10: significantly better, by 2: better, by 1: slightly better).
+    The same pair as demo.preference_row; self-contained (only _wrong): `--format python` copies it."""
+    wrong = _wrong(a, b, rng)
+    off = abs(wrong - (a + b))
+    rating = "significantly better" if off >= 5 else "better" if off >= 2 else "slightly better"
+    return {"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(wrong), "rating": rating}
 
 
 def scores(model, tokenizer, rows: list[dict], answer: str):
@@ -75,8 +77,12 @@ def _reward_trainer():
     from paperrl.errors import PaperrlError
 
     class RewardTrainer(TRLRewardTrainer):
-        def __init__(self, *args, margins: dict | None = None, train_dataset=None, **kwargs):
+        def __init__(self, *args, margins: dict | None | bool = False, train_dataset=None, **kwargs):
             if train_dataset is not None and "rating" in train_dataset.column_names:
+                if margins is False:  # built without paperrl's trainer_arguments (an exported script): no table
+                    raise PaperrlError("the data has a `rating` column but no rating -> margin table was given: pass "
+                                       "margins={rating: margin} (the recipe's objective reward_model.margins), or "
+                                       "None for no margin")
                 if margins:
                     unknown = sorted(set(train_dataset["rating"]) - set(margins))
                     if unknown:

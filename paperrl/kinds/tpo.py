@@ -4,18 +4,15 @@ from paperrl import demo
 from paperrl.kinds import Task, TrainerKind
 
 
-def _off(total: int, offsets, rng) -> int:
-    """A wrong sum at one of `offsets` from the right one (never negative, never the right one)."""
-    answer = max(0, total + rng.choice(offsets))
-    return answer if answer != total else total + max(offsets)
-
-
 def triple_row(a: int, b: int, rng) -> dict:
     """TPO's three responses, ranked gold > chosen > rejected as the authors build them (best, second best, worst):
-    the right sum, a near miss (off by 1 or 2) and a far miss (off by 10)."""
+    the right sum, a near miss (off by 1 or 2) and a far miss (off by 10). Self-contained: `--format python` copies
+    it into the exported script."""
     total = a + b
-    return {"prompt": f"{a}+{b}=", "reference": str(total), "chosen": str(_off(total, (-2, -1, 1, 2), rng)),
-            "rejected": str(_off(total, (-10, 10), rng))}
+    near = max(0, total + rng.choice((-2, -1, 1, 2)))
+    far = max(0, total + rng.choice((-10, 10)))
+    return {"prompt": f"{a}+{b}=", "reference": str(total), "chosen": str(near if near != total else total + 2),
+            "rejected": str(far if far != total else total + 10)}
 
 
 KIND = TrainerKind(
