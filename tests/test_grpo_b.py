@@ -108,6 +108,13 @@ def test_vllm_only_note(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_unknown_mismatch_mode_is_a_one_line_error(cli):
+    from conftest import assert_user_error
+
+    assert_user_error(cli("tis", "--set", "vllm_importance_sampling_mode=seq_truncate", "--dry-run"),
+                      "vllm_importance_sampling_mode", "sequence_truncate")
+
+
 def test_a2po_refuses_lora():
     from types import SimpleNamespace
 

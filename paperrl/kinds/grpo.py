@@ -13,7 +13,8 @@ KIND = TrainerKind(
     task=ADDITION,
     demo={**demo.ONLINE, "temperature": (1.0, demo.WHY)},
     verifier="paperrl.verify.policy:verify_grpo",
-    closed=("loss_type", "importance_sampling_level", "scale_rewards", "multi_objective_aggregation"),
+    closed=("loss_type", "importance_sampling_level", "scale_rewards", "multi_objective_aggregation",
+            "vllm_importance_sampling_mode"),  # TRL checks the mode only at the first vLLM generation
     online=True,
     reference="beta",
 )
