@@ -106,6 +106,8 @@ def show(recipe: str = typer.Argument(..., metavar="RECIPE|FILE", help="a recipe
     defaults = catalog.trl_defaults(r["trainer"])
     con = _console()
     con.print(f"[bold]{r['name']}[/bold]: {r['title']} ({catalog.cite(r)}), trainer {r['trainer']}\n{r['summary']}")
+    if r.get("partial"):
+        con.print(f"[yellow]partial:[/yellow] {r['partial']}")
     table = Table("field", "value", "demo", "TRL default", "from", "source", box=None)
     for name, entry in (r.get("config") or {}).items():
         table.add_row(name, *_cells(entry, defaults[name]))
@@ -245,6 +247,8 @@ def _execute(recipe_ref: str, kw: dict) -> None:
             sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(out, default=str)), sort_keys=False))
         else:
             _print_plan(out)
+            for note in plan.kind.notes:
+                _console().print(f"note: {note}")
         return
     from paperrl.train import run
 

@@ -17,6 +17,7 @@ import re
 import textwrap
 
 from paperrl import catalog, demo, rewards
+from paperrl.errors import PaperrlError
 from paperrl.resolve import Plan
 
 
@@ -135,6 +136,12 @@ def _callbacks(plan: Plan) -> tuple[str, str]:
 
 
 def script(plan: Plan) -> str:
+    gap = plan.kind.export_gap or ("SLiC-HF's reference-free stand-in model (`reference_free`)"
+                                   if getattr(plan.recipe, "reference_free", None) and plan.recipe.reference_free.value
+                                   else None)
+    if gap:  # a script that trains something else would be worse than none
+        raise PaperrlError(f"--format python: the exported script cannot build {gap} yet, so it would not train "
+                           f"{plan.recipe.name} as paperrl does; run `paperrl {plan.recipe.name}` instead")
     config_module, config_class = plan.kind.config_class.split(":")
     trainer_module, trainer_class = plan.kind.trainer_class.split(":")
     reward_code, reward_list = _rewards(plan) if plan.kind.online else ("", "[]")

@@ -317,7 +317,7 @@ def dry_run(plan: Plan) -> dict:
         "batch": None,
         "launch": plan.launch,
     }
-    if plan.kind.online:
+    if plan.kind.online and "steps_per_generation" in plan.recipe.trl_fields():  # a GRPO-style rollout batch
         out["batch"] = {**batchmod.describe(out["config"], plan.options.num_processes), "paper": plan.paper_batch}
     return out
 

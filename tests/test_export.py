@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from conftest import dry, run_cli
+from paperrl import recipe as recipes
+from paperrl.resolve import Options, resolve
 from test_data import _model_with_chat_template  # the embedded model with a chat template
 
 ALL = ["alphapo", "bema", "dapo", "dpo", "dr-grpo", "gspo", "lite-ppo", "rloo"]
@@ -132,9 +134,7 @@ def _received(trainer) -> dict:
 
 @pytest.mark.parametrize("name", ["dr-grpo", "dapo", "gspo", "bema", "dpo"])
 def test_exported_script_builds_the_same_trainer_as_paperrl(cache_dir, tmp_path, monkeypatch, name):
-    from paperrl import recipe as recipes
     from paperrl import builder
-    from paperrl.resolve import Options, resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = _model_with_chat_template(tmp_path)
@@ -168,3 +168,24 @@ def test_exported_script_builds_the_same_trainer_as_paperrl(cache_dir, tmp_path,
         assert ours["rows"] == 12 and ours["callbacks"][0][0] == "BEMA" and ours["peft"]["r"] == 2
     if name == "dapo":
         assert ours["class"][0].startswith("DynamicSampling") and ours["reward_weights"].tolist()[-1] == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(recipes.available()) - set(ALL)))
+def test_every_other_recipe_exports_its_config_or_says_why_not(tmp_path, name):
+    """Each recipe's script builds the dry run's exact config; a kind whose trainer needs what the script cannot
+    build (a teacher, paperrl's reward-model subclass) refuses in one line instead of training something else."""
+    args = (name, "--max-steps", "2", "--output-dir", tmp_path / "run")
+    result = run_cli(*args, "--dry-run", "--format", "python")
+    plan = resolve(recipes.load(name), Options(output_dir=str(tmp_path / "run")))
+    reference_free = getattr(plan.recipe, "reference_free", None)
+    if plan.kind.export_gap or (reference_free and reference_free.value):
+        assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+        assert result.stderr.startswith("error: --format python: the exported script cannot build ")
+        return
+    assert result.returncode == 0, result.stderr[-2000:]
+    namespace = {"__name__": "exported"}
+    exec(compile(result.stdout, str(tmp_path / "train.py"), "exec", dont_inherit=True), namespace)
+    config_class = namespace[next(k for k in namespace if k.endswith("Config") and isinstance(namespace[k], type))]
+    exported = json.loads(json.dumps(config_class(**namespace["CONFIG"]).to_dict(), default=str))
+    assert exported == dry(*args)["config"]

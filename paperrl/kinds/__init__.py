@@ -42,7 +42,8 @@ class TrainerKind:
     online: bool = False  # generates completions and scores them with reward functions
     reference: str | None = None  # keeps a frozen reference model: "always", or "beta" when its KL beta is not 0
     trainer_arguments: str | None = None  # "module:function" (plan, tokenizer) -> extra trainer arguments
-    notes: tuple[str, ...] = field(default=())  # what a user of this kind should know (shown by `paperrl show`)
+    export_gap: str | None = None  # what `--format python` cannot build for this kind (it refuses, exit 2)
+    notes: tuple[str, ...] = field(default=())  # what a user of this kind should know (printed by the dry run)
 
     @property
     def closed_sets(self) -> dict[str, tuple[str, ...]]:

@@ -27,6 +27,7 @@ KIND = TrainerKind(
     online=True,
     reference="always",
     trainer_arguments="paperrl.kinds.a2po:trainer_arguments",
+    export_gap="A2POTrainer's left-padded tokenizer",
     notes=(
         "TRL's A2POTrainer is experimental. Stage 1 samples num_value_samples completions of every training (and "
         "evaluation) prompt from the reference model before the first step: that takes time on a large dataset.",

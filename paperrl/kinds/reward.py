@@ -112,6 +112,7 @@ KIND = TrainerKind(
     demo={**demo.OFFLINE, "learning_rate": (1e-3, "a new, randomly initialised score head on a tiny model")},
     verifier="paperrl.verify.reward:verify_reward",
     trainer_arguments="paperrl.kinds.reward:trainer_arguments",
+    export_gap="paperrl's RewardTrainer subclass (the recipe's rating-to-margin table)",
     notes=("The model is loaded as a sequence classifier with one output (a new score head, seeded): pass a causal "
            "LM or a reward model checkpoint. The trained model can score completions for grpo/rloo/online-dpo "
            "(--reward model:<dir>).",
