@@ -41,12 +41,12 @@ class Entry:
     name: str
     title: str
     year: int | None
-    status: str  # recipe, partial, or unavailable
+    status: str  # recipe, partial; unavailable (the installed TRL cannot train it) or option (of every recipe)
     reason: str = ""
 
     @property
     def runnable(self) -> bool:
-        return self.status != "unavailable"
+        return self.status in ("recipe", "partial")
 
 
 def cite(raw: dict) -> str:
@@ -70,8 +70,8 @@ def entries() -> list[Entry]:
         out.append(Entry(path.parent.name, name, str(raw.get("title")), year_of(raw),
                          "partial" if raw.get("partial") else "recipe", str(raw.get("partial") or "")))
     for name, raw in unavailable().items():
-        out.append(Entry(raw.get("family", "other"), name, str(raw.get("title")), year_of(raw), "unavailable",
-                         str(raw.get("reason"))))
+        out.append(Entry(raw.get("family", "other"), name, str(raw.get("title")), year_of(raw),
+                         raw.get("status", "unavailable"), str(raw.get("reason"))))
     return sorted(out, key=lambda e: (e.family, e.year or 0, e.name))
 
 
@@ -80,7 +80,8 @@ def shipped(path: Path) -> bool:
 
 
 def unavailable() -> dict[str, dict]:
-    """{name: entry} of the Paper Index entries the installed TRL cannot train, each with its reason."""
+    """{name: entry} of the Paper Index entries that are not recipes, each with its reason: the installed TRL cannot
+    train it, or (status: option) it is an option of every recipe."""
     return read_raw(UNAVAILABLE_FILE)
 
 
@@ -88,6 +89,9 @@ def unavailable_error(name: str) -> PaperrlError:
     from importlib.metadata import version
 
     entry = unavailable()[name]
+    if entry.get("status") == "option":
+        return PaperrlError(f"{name}: {entry['title']} ({cite(entry)}, Paper Index: {entry['section']}) is "
+                            f"{entry['reason']}")
     return PaperrlError(f"{name}: {entry['title']} ({cite(entry)}, Paper Index: {entry['section']}) cannot "
                         f"be trained with the installed TRL {version('trl')}: {entry['reason']}")
 

@@ -74,6 +74,7 @@ def list_recipes(all_: bool = typer.Option(False, "--all", help="also the Paper 
                  family: Optional[str] = typer.Option(None, "--family", metavar="FAMILY",
                                                       help="only this trainer family (grpo, dpo, ...)")) -> None:
     """List the recipes shipped with paperrl, by trainer family."""
+    from rich.markup import escape
     from rich.table import Table
 
     entries = catalog.entries()
@@ -83,17 +84,19 @@ def list_recipes(all_: bool = typer.Option(False, "--all", help="also the Paper 
     shown = [e for e in entries if (family is None or e.family == family) and (all_ or e.runnable)]
     table = Table("family", "recipe", "paper", "year", "status", box=None)
     for e in shown:
-        table.add_row(e.family, e.name, e.title, str(e.year or ""), e.status)
+        table.add_row(e.family, e.name, escape(e.title), str(e.year or ""), e.status)
     _console().print(table)
     runnable = sum(e.runnable for e in shown)
-    summary = f"{runnable} recipes" + (f", {len(shown) - runnable} entries the installed TRL cannot train" if all_ else "")
+    options = sum(e.status == "option" for e in shown)
+    summary = f"{runnable} recipes" + (f", {len(shown) - runnable - options} entries the installed TRL cannot train, "
+                                      f"{options} options of every recipe" if all_ else "")
     _console().print(summary + ("" if all_ else "; `paperrl list --all` adds the Paper Index entries the installed "
-                                                "TRL cannot train"))
+                                                "TRL cannot train and those that are options"))
     if all_ and runnable < len(shown):
-        reasons = Table("entry", "why the installed TRL cannot train it", box=None)
+        reasons = Table("entry", "why it is not a recipe", box=None)
         for e in shown:
             if not e.runnable:
-                reasons.add_row(e.name, e.reason)
+                reasons.add_row(e.name, escape(e.reason))
         _console().print(reasons)
 
 

@@ -19,7 +19,8 @@ def test_the_census_entries_are_listed():
     assert set(CENSUS) <= set(UNAVAILABLE)
     for name, entry in UNAVAILABLE.items():
         assert {"title", "arxiv", "section", "family", "reason"} <= set(entry) <= {
-            "title", "arxiv", "section", "family", "reason", "absent", "year"}, name
+            "title", "arxiv", "section", "family", "reason", "absent", "year", "status"}, name
+        assert entry.get("status", "unavailable") in ("unavailable", "option")
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
         assert re.fullmatch(r"\d{4}\.\d{5}", entry["arxiv"]) or (entry["arxiv"] == "" and entry["year"]), name
     assert not set(UNAVAILABLE) & set(catalog.available())  # an entry is a recipe or a reason, never both
@@ -40,9 +41,12 @@ def test_list_all_shows_each_entry_with_its_reason(cli):
     flat = " ".join(result.stdout.split())
     for name in catalog.available():
         assert f" {name} " in plain.stdout and f" {name} " in result.stdout
-    assert f"{len(catalog.available())} recipes, {len(UNAVAILABLE)} entries the installed TRL cannot train" in flat
+    options = [name for name, entry in UNAVAILABLE.items() if entry.get("status") == "option"]
+    assert options == ["lora", "dora", "zero"]
+    assert (f"{len(catalog.available())} recipes, {len(UNAVAILABLE) - 3} entries the installed TRL cannot train, "
+            "3 options of every recipe") in flat
     for name, entry in UNAVAILABLE.items():
-        assert re.search(rf"{entry['family']} +{name} .* unavailable", result.stdout), name
+        assert re.search(rf"{entry['family']} +{name} .* {entry.get('status', 'unavailable')}", result.stdout), name
         assert " ".join(entry["reason"].split()[:4]) in flat, name
 
 
@@ -69,6 +73,14 @@ def test_running_an_entry_is_exit_2_with_one_line_saying_why(cli, argv):
     assert "cannot be trained with the installed TRL" in result.stderr
     assert UNAVAILABLE[name]["reason"] in result.stderr
     assert not Path("/tmp/paperrl-never-written.yaml").exists()
+
+
+def test_an_option_entry_says_which_option_to_use(cli):
+    result = cli("dora", "--model", "m")
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: dora: DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv 2402.09353, "
+                                    "Paper Index: PEFT) is an option of every recipe, not a recipe: ")
+    assert "--lora-r RANK --dora" in result.stderr
 
 
 def test_recipes_live_in_family_folders_named_by_their_trainer():
