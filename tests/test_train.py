@@ -113,3 +113,14 @@ def test_resume_continues_from_the_saved_step(cli, tmp_path):
 
 def test_resume_without_checkpoint_is_an_error(cli, tmp_path):
     assert_user_error(cli("dpo", "--output-dir", tmp_path / "none", "--resume"), "holds no checkpoint")
+
+
+def test_dora_trains_a_weight_decomposed_adapter(cli, cache_dir, tmp_path):
+    bad = cli("gspo", "--dora", "--dry-run")
+    assert bad.returncode == 2 and bad.stderr == "error: --dora: needs --lora-r RANK (DoRA is a LoRA variant)\n"
+    trainer = _trainer("bema", output_dir=str(tmp_path), max_steps=1, lora_r=2, dora=True)
+    names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any("lora_magnitude_vector" in n for n in names)  # DoRA's magnitude, beside LoRA's A and B
+    assert all("lora_" in n for n in names)  # the base weights stay frozen
+    trainer.train()
+    assert trainer.state.global_step == 1
