@@ -6,6 +6,7 @@ ONLINE_BATCH = ["samples per update and per rollout on 1 process", "samples per 
 GRADIENT = "gradient of the loss, all student parameters"
 IW = "-mean_t sg(r_t A_t) log pi(y_t), r_t = 1 + gamma (1 - prefix |A| share)"
 WHOLE = "every document no longer than the window sits whole in one window"
+SKIP = " (the paper's first 3 completion tokens skipped)"
 ISOLATED = "packed documents do not attend to each other (log-probabilities packed vs alone)"
 
 ROWS = {
@@ -17,7 +18,8 @@ ROWS = {
                "gradient (rollout log-probs off by hand), all student parameters",
                "prompt-only data: a finite loss (normalised by the generated tokens)", *OFFLINE_BATCH, *SCHEDULE],
     "sdft": ["loss: per-token divergence to the demonstration-conditioned teacher, sequence means", GRADIENT,
-             *OFFLINE_BATCH, *SCHEDULE],
+             f"loss: per-token divergence to the demonstration-conditioned teacher, sequence means{SKIP}",
+             f"{GRADIENT}{SKIP}", *OFFLINE_BATCH, *SCHEDULE],
     "sdpo": ["self-teacher: the completions with a successful sibling are distilled",
              "loss: top-k divergence to the self-teacher x sg(min(ratio, cap)), sequence means over all completions",
              GRADIENT, "aggregation: the authors' token mean over distilled tokens vs TRL's mean of sequence means",

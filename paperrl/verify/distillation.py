@@ -300,8 +300,16 @@ def _self_distillation_terms(trainer, batch, spec: dict, skip: int = 0):
 
 def verify_sdft(recipe_name: str, sets: list[str]) -> list[Check]:
     skip_paper = _objective_from(recipe_name, sets, "loss_skip") or 0
+    checks = _sdft_checks(recipe_name, sets, skip_paper)
+    if skip_paper:  # the demo skips none (its answers are 3 tokens): the paper's skip on the scenario's longer ones
+        checks += _sdft_checks(recipe_name, sets, skip_paper, forced_skip=skip_paper)
+    return checks
+
+
+def _sdft_checks(recipe_name: str, sets: list[str], skip_paper: int, forced_skip: int | None = None) -> list[Check]:
+    extra = {} if forced_skip is None else {"num_loss_tokens_to_skip": forced_skip}
     plan = scenario_plan(recipe_name, sets, per_device_train_batch_size=len(PROMPTS), gradient_accumulation_steps=1,
-                         num_generations=1, max_completion_length=8)
+                         num_generations=1, max_completion_length=8, **extra)
     rows = [{"prompt": p, "privileged_context": c.rstrip("E")} for p, c in zip(PROMPTS, COMPLETIONS)]
     trainer = real_trainer(plan, rows=rows)
     trainer.current_gradient_accumulation_steps = 1
@@ -311,16 +319,17 @@ def verify_sdft(recipe_name: str, sets: list[str]) -> list[Check]:
     theirs = trainer.compute_loss(trainer.model, batch)
     their_grad = grads(trainer.model, theirs)
     spec = _objective(plan, "divergence")
-    skip = _objective(plan, "loss_skip") or 0
+    skip = (_objective(plan, "loss_skip") or 0) if forced_skip is None else forced_skip
     d, mask, _ = _self_distillation_terms(trainer, batch, spec, skip)
     ours = sequence_mean(d, mask)
     eq = _source(plan, "divergence", "loss_skip", "aggregation")
     prompt = trainer.processing_class.decode(batch["teacher_input_ids"][0][batch["teacher_attention_mask"][0].bool()])
     note = (f"per-token {spec['kind']}{' on the top-' + str(spec['topk']) if spec.get('topk') else ''}, first {skip} "
             f"completion tokens skipped (the paper's {skip_paper}); teacher input of the first row: {prompt!r}")
-    return [compare("loss: per-token divergence to the demonstration-conditioned teacher, sequence means", eq, ours,
-                    theirs, note=note),
-            compare("gradient of the loss, all student parameters", eq, grads(trainer.model, ours), their_grad)]
+    label = "" if forced_skip is None else f" (the paper's first {forced_skip} completion tokens skipped)"
+    return [compare(f"loss: per-token divergence to the demonstration-conditioned teacher, sequence means{label}", eq,
+                    ours, theirs, note=note),
+            compare(f"gradient of the loss, all student parameters{label}", eq, grads(trainer.model, ours), their_grad)]
 
 
 def _objective_from(recipe_name, sets, key):
