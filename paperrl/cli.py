@@ -307,10 +307,17 @@ def _recipe_options(fn):
     return fn
 
 
-def _add_recipe_commands() -> None:
-    """One command per shipped recipe, its help the paper. Read here, not on import: show and diff stay fast."""
-    for name, path in catalog.available().items():
-        raw = catalog.read_raw(path)
+def _add_recipe_commands(argv: list[str]) -> None:
+    """One command per shipped recipe, its help the paper. Read here, not on import: show and diff stay fast.
+    `paperrl RECIPE ...` needs only its own command (typer builds every registered one on each call); each is
+    registered once, however often main() runs in one process."""
+    available = catalog.available()
+    wanted = [argv[0]] if argv and argv[0] in available else list(available)
+    registered = {c.name for c in app.registered_commands}
+    for name in wanted:
+        if name in registered:
+            continue
+        raw = catalog.read_raw(available[name])
         paper = f"{raw.get('title')} ({catalog.cite(raw)})"
         command = _recipe_command(name)
         command.__doc__ = (f"{paper}\n\n{raw.get('summary', '')}\n\nTrains with the paper's values (with --model) or the "
@@ -436,7 +443,7 @@ def main() -> None:
     try:
         if _fast_path(argv):
             sys.exit(0)
-        _add_recipe_commands()
+        _add_recipe_commands(argv)
         code = app(prog_name="paperrl", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except PaperrlError as exc:
