@@ -114,6 +114,7 @@ KIND = TrainerKind(
           "per_device_train_batch_size": (16, demo.WHY)},
     verifier="paperrl.verify.distillation:verify_distillation",
     trainer_arguments="paperrl.kinds.distillation:trainer_arguments",
+    export_gap="the teacher model the distillation trainer is given (on the embedded default, paperrl's own)",
     notes=("Needs a teacher sharing the student's vocabulary: --set teacher_model_name_or_path=<id or directory> "
            "(the embedded default builds its own: the tiny model trained further).",
            "Always on-policy (TRL 1.16 has no lmbda here): the student generates every batch.",),

@@ -53,6 +53,7 @@ KIND = TrainerKind(
           "per_device_train_batch_size": (16, demo.WHY)},
     verifier="paperrl.verify.distillation:verify_gkd",
     trainer_arguments="paperrl.kinds.gkd:trainer_arguments",
+    export_gap="paperrl's GKDTrainer subclass (its per-micro-batch token normaliser) and the teacher model",
     notes=("Needs a teacher sharing the student's vocabulary: --set teacher_model_name_or_path=<id or directory>.",
            "Data: `messages` (a user turn, then the assistant's output); a model without a chat template gets plain "
            "concatenation.",

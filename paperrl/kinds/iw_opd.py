@@ -54,6 +54,7 @@ KIND = TrainerKind(
     verifier="paperrl.verify.distillation:verify_iw_opd",
     closed=("distillation_objective",),
     trainer_arguments="paperrl.kinds.iw_opd:trainer_arguments",
+    export_gap="paperrl's IWOPDTrainer subclass (its per-micro-batch token normaliser) and the teacher model",
     notes=("Needs a teacher sharing the student's vocabulary and tokenizer: --set teacher_model_name_or_path=<id or "
            "directory>.",
            "paperrl divides each micro-batch's loss by its own completion tokens: TRL 1.16 divides prompt-only data by "
