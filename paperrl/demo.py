@@ -78,7 +78,7 @@ def build_key() -> str:
     from importlib.metadata import version
 
     code = [inspect.getsource(f) for f in (_pairs, _wrong, completion_row, _tokenizer, _model, _batch, _answers_right,
-                                           _warm_up, ensure_model)]
+                                           _warm_up, save_atomically, ensure_model)]
     constants = (SEED, MAX_OPERAND, TEST_PAIRS, VALIDATION_PAIRS, WARM_UP_TARGET, WARM_UP_MAX_STEPS,
                  WARM_UP_CHECK_EVERY, _ALPHABET, _SPECIALS)
     libraries = [f"{package}=={version(package)}" for package in ("torch", "transformers", "tokenizers")]
@@ -198,17 +198,19 @@ def _answers_right(model, tokenizer, rows_: list[dict]) -> float:
     return 1 - wrong.float().mean().item()
 
 
-def _warm_up(model, tokenizer, batch_size: int = 64) -> int:
-    """Supervised warm-up on the training split (answer tokens only) until WARM_UP_TARGET of the validation
-    sums are right. A stopping rule, not a step count: float rounding differs between CPUs, and a fixed
-    count lands anywhere from 25% to 85% depending on the machine. Returns the steps taken."""
+def _warm_up(model, tokenizer, target: float = WARM_UP_TARGET, max_steps: int = WARM_UP_MAX_STEPS,
+             seed: int = SEED, batch_size: int = 64) -> int:
+    """Supervised training on the training split (answer tokens only) until `target` of the validation sums are
+    right. A stopping rule, not a step count: float rounding differs between CPUs, and a fixed count lands
+    anywhere from 25% to 85% depending on the machine. Returns the steps taken. Also continues a built model
+    (the distillation kinds' teacher)."""
     import torch
 
     train, validation = ([completion_row(a, b, None) for a, b in _pairs(split)] for split in ("train", "validation"))
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     step = 0
-    while step < WARM_UP_MAX_STEPS:
+    while step < max_steps:
         model.train()
         ids, mask, lab = _batch(tokenizer, rng.sample(train, batch_size))
         model(input_ids=ids, attention_mask=mask, labels=lab).loss.backward()
@@ -217,10 +219,24 @@ def _warm_up(model, tokenizer, batch_size: int = 64) -> int:
         step += 1
         if step % WARM_UP_CHECK_EVERY == 0:
             model.eval()
-            if _answers_right(model, tokenizer, validation) >= WARM_UP_TARGET:
+            if _answers_right(model, tokenizer, validation) >= target:
                 break
     model.eval()
     return step
+
+
+def save_atomically(model, tokenizer, target: Path) -> Path:
+    """Write to a temporary directory, then rename: a half-built model is never seen."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
+    return target
 
 
 def ensure_model() -> Path:
@@ -237,16 +253,7 @@ def ensure_model() -> Path:
     _warm_up(model, tokenizer)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)  # atomic: a half-built model is never seen
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
-    return target
+    return save_atomically(model, tokenizer, target)
 
 
 # ---------------------------------------------------------------- evaluation

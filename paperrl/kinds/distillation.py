@@ -4,17 +4,14 @@ template for the embedded tokenizer."""
 
 from __future__ import annotations
 
-import os
-import random
-import shutil
 from pathlib import Path
 
 from paperrl import demo
 from paperrl.errors import PaperrlError
 from paperrl.kinds import Task, TrainerKind
 
-# The demo teacher: the embedded student's supervised warm-up continued (same batches, optimiser and stopping rule as
-# demo._warm_up) until this share of validation sums is right. Measured: ~250-700 more steps, 10-25 s on one core;
+# The demo teacher: the embedded student's supervised warm-up continued (demo._warm_up: same batches, optimiser and
+# stopping rule) until this share of validation sums is right. Measured: ~250-700 more steps, 10-25 s on one core;
 # student ~0.34 validation / ~0.48 test -> teacher >= 0.85 validation / ~0.8-0.9 test. A teacher equal to the student
 # gives every divergence 0 (measured): nothing to distil.
 TEACHER_TARGET = 0.85
@@ -30,7 +27,7 @@ def teacher_dir() -> Path:
     import hashlib
     import inspect
 
-    code = inspect.getsource(ensure_teacher) + repr((TEACHER_TARGET, TEACHER_MAX_STEPS))
+    code = inspect.getsource(ensure_teacher) + repr((TEACHER_TARGET, TEACHER_MAX_STEPS))  # demo's code is in its key
     key = hashlib.sha256((demo.build_key() + code).encode()).hexdigest()[:12]
     return demo.cache_dir() / f"tiny-qwen2-addition-teacher-{key}"
 
@@ -48,31 +45,8 @@ def ensure_teacher() -> Path:
     torch.manual_seed(demo.SEED + 7)
     tokenizer = AutoTokenizer.from_pretrained(student)
     model = AutoModelForCausalLM.from_pretrained(student)
-    train, validation = ([demo.completion_row(a, b, None) for a, b in demo._pairs(split)]
-                         for split in ("train", "validation"))
-    rng = random.Random(demo.SEED + 7)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(1, TEACHER_MAX_STEPS + 1):
-        model.train()
-        ids, mask, lab = demo._batch(tokenizer, rng.sample(train, 64))
-        model(input_ids=ids, attention_mask=mask, labels=lab).loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if step % demo.WARM_UP_CHECK_EVERY == 0:
-            model.eval()
-            if demo._answers_right(model, tokenizer, validation) >= TEACHER_TARGET:
-                break
-    model.eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)  # atomic: a half-built teacher is never seen
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
-    return target
+    demo._warm_up(model, tokenizer, target=TEACHER_TARGET, max_steps=TEACHER_MAX_STEPS, seed=demo.SEED + 7)
+    return demo.save_atomically(model, tokenizer, target)
 
 
 def teacher(plan) -> str:
@@ -85,6 +59,27 @@ def teacher(plan) -> str:
         return str(ensure_teacher())
     raise PaperrlError(f"{plan.recipe.name}: distillation needs a teacher with the student's vocabulary; pass "
                        "--set teacher_model_name_or_path=<model id or directory>")
+
+
+def chat_teacher_arguments(plan, tokenizer) -> dict:
+    """The trainer arguments of the kinds whose data is `messages` (gkd, iw-opd): the teacher, and a chat template
+    where the model has none."""
+    raw_chat_template(tokenizer)
+    return {"teacher_model": teacher(plan)}
+
+
+def own_token_mean(base):
+    """`base` dividing each micro-batch's loss by its own tokens. TRL's GKD and IW-OPD divide by transformers'
+    num_items_in_batch, counted on the dataset's labels before on-policy generation replaces them: a wrong count
+    whenever the lengths differ, and 0 for prompt-only data (a NaN loss, NaN weights after one step; TRL 1.16)."""
+
+    class Trainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # num_items_in_batch None: token mean per micro-batch, / GA
+
+    Trainer.__name__ = Trainer.__qualname__ = base.__name__
+    return Trainer
 
 
 def raw_chat_template(tokenizer) -> None:

@@ -12,31 +12,13 @@ def messages_row(a: int, b: int, rng) -> dict:
     return {"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
 
 
-def trainer_arguments(plan, tokenizer) -> dict:
-    from paperrl.kinds.distillation import raw_chat_template, teacher
-
-    raw_chat_template(tokenizer)
-    return {"teacher_model": teacher(plan)}
-
-
-def _gkd_trainer():
-    from trl.experimental.gkd.gkd_trainer import GKDTrainer as TRLGKDTrainer
-
-    class GKDTrainer(TRLGKDTrainer):
-        """TRL's GKD, dividing each micro-batch's loss by its own output tokens: TRL divides by transformers'
-        num_items_in_batch, counted on the dataset's outputs before an on-policy batch replaces them with the
-        student's samples (a wrong count whenever the two lengths differ)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False  # num_items_in_batch None: token mean per micro-batch, / GA
-
-    return GKDTrainer
-
-
 def __getattr__(name: str):  # the subclass is built on first use: importing this module never imports TRL
     if name == "GKDTrainer":
-        return _gkd_trainer()
+        import importlib
+
+        from paperrl.kinds.distillation import own_token_mean
+
+        return own_token_mean(getattr(importlib.import_module("trl.experimental.gkd.gkd_trainer"), "GKDTrainer"))
     raise AttributeError(name)
 
 
@@ -52,7 +34,7 @@ KIND = TrainerKind(
           "learning_rate": (3e-4, demo.WHY),
           "per_device_train_batch_size": (16, demo.WHY)},
     verifier="paperrl.verify.distillation:verify_gkd",
-    trainer_arguments="paperrl.kinds.gkd:trainer_arguments",
+    trainer_arguments="paperrl.kinds.distillation:chat_teacher_arguments",
     export_gap="paperrl's GKDTrainer subclass (its per-micro-batch token normaliser) and the teacher model",
     notes=("Needs a teacher sharing the student's vocabulary: --set teacher_model_name_or_path=<id or directory>.",
            "Data: `messages` (a user turn, then the assistant's output); a model without a chat template gets plain "

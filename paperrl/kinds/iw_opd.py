@@ -12,31 +12,13 @@ def prompt_messages_row(a: int, b: int, rng) -> dict:
     return {"messages": [{"role": "user", "content": f"{a}+{b}="}]}
 
 
-def trainer_arguments(plan, tokenizer) -> dict:
-    from paperrl.kinds.distillation import raw_chat_template, teacher
-
-    raw_chat_template(tokenizer)
-    return {"teacher_model": teacher(plan)}
-
-
-def _iw_opd_trainer():
-    from trl.experimental.iw_opd.iw_opd_trainer import IWOPDTrainer as TRLIWOPDTrainer
-
-    class IWOPDTrainer(TRLIWOPDTrainer):
-        """TRL's IW-OPD, dividing each micro-batch's loss by its own completion tokens. TRL divides by transformers'
-        num_items_in_batch, counted on the dataset's labels before generation: prompt-only data gives 0, hence a NaN
-        loss and NaN weights after the first step (measured on TRL 1.16)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False  # num_items_in_batch None: token mean per micro-batch, / GA
-
-    return IWOPDTrainer
-
-
 def __getattr__(name: str):  # the subclass is built on first use: importing this module never imports TRL
     if name == "IWOPDTrainer":
-        return _iw_opd_trainer()
+        import importlib
+
+        from paperrl.kinds.distillation import own_token_mean
+
+        return own_token_mean(getattr(importlib.import_module("trl.experimental.iw_opd.iw_opd_trainer"), "IWOPDTrainer"))
     raise AttributeError(name)
 
 
@@ -53,7 +35,7 @@ KIND = TrainerKind(
           "per_device_train_batch_size": (16, demo.WHY)},
     verifier="paperrl.verify.distillation:verify_iw_opd",
     closed=("distillation_objective",),
-    trainer_arguments="paperrl.kinds.iw_opd:trainer_arguments",
+    trainer_arguments="paperrl.kinds.distillation:chat_teacher_arguments",
     export_gap="paperrl's IWOPDTrainer subclass (its per-micro-batch token normaliser) and the teacher model",
     notes=("Needs a teacher sharing the student's vocabulary and tokenizer: --set teacher_model_name_or_path=<id or "
            "directory>.",
