@@ -220,12 +220,27 @@ REPRESENTATIVE = ["dapo", "gspo", "rloo", "dpo", "alphapo", "bema"]
 def test_verdicts_do_not_depend_on_threads_or_weights(cache_dir, tmp_path, monkeypatch):
     """The same verdicts with 1 or 2 threads and on a model whose weights were perturbed: nothing is sampled.
     (CI also runs `paperrl verify --all` in a fresh process.)"""
+    _same_verdicts(REPRESENTATIVE, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_verdicts_of_every_other_kind_do_not_depend_on_threads_or_weights(cache_dir, tmp_path, monkeypatch):
+    """One recipe of each trainer kind added with the Paper Index (distillation's teacher is rebuilt from the
+    perturbed student)."""
+    covered = {recipes.load(name).trainer for name in REPRESENTATIVE}
+    first = {}
+    for name in sorted(recipes.available()):
+        first.setdefault(recipes.load(name).trainer, name)
+    _same_verdicts([name for kind, name in sorted(first.items()) if kind not in covered], tmp_path, monkeypatch)
+
+
+def _same_verdicts(names, tmp_path, monkeypatch):
     import shutil
 
     from paperrl import demo
 
     def verdicts():
-        return {(name, c.check): c.status for name in REPRESENTATIVE for c in verify(name, [])}
+        return {(name, c.check): c.status for name in names for c in verify(name, [])}
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # so that paperrl leaves the thread count to this test
     threads = torch.get_num_threads()

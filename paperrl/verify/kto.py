@@ -39,7 +39,9 @@ def verify_kto(recipe_name: str, sets: list[str]) -> list[Check]:
     plan = scenario_plan(recipe_name, sets, per_device_train_batch_size=len(EXAMPLES))
     k = objective_values(plan.recipe)["kto"]
     trainer = real_trainer(plan, rows=[{"prompt": p, "completion": c, "label": d} for p, c, d in EXAMPLES])
-    perturb(trainer.model)  # pi != pi_ref; with this scenario pi is likelier than pi_ref on the mismatched pairs: z0 > 0
+    perturb(trainer.model)  # pi != pi_ref
+    with torch.no_grad():  # and flatter (logits halved): the mismatched pairs' unlikely answers gain on any weights, z0 > 0
+        trainer.model.model.norm.weight.mul_(0.5)
     model, tok = trainer.model, trainer.processing_class
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     theirs = trainer.compute_loss(model, batch)
