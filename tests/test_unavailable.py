@@ -90,3 +90,27 @@ def test_recipes_live_in_family_folders_named_by_their_trainer():
         assert path.parent.parent == catalog.RECIPE_DIR
         assert catalog.read_raw(path)["trainer"] == path.parent.name, path
         assert catalog.read_raw(path)["name"] == path.stem
+
+
+# The Paper Index's 72 entries (shared/reference/paper-index-census.md, in the page's order) -> what `paperrl list
+# --all` shows for each: one or more recipes, or an entry with its reason.
+PAPER_INDEX = [
+    "grpo", "deepseek-r1", "gspo", "gmpo", "dapo", "demystifying", "intellect-2", "skywork-or1", "80-20", "dr-grpo",
+    "lite-ppo", "tis", "mis", "sequence-is", "scalerl", "2-grpo", "sapo", "deepseek-v3.2", "gdpo", "luspo", "vespo",
+    "a-star-po", "dpo", "slic-hf", "rso", "f-dpo", "ipo", "exo", "nca", "robust-dpo", "bco-pair bco-unpaired",
+    "tr-dpo", "iterative-rpo", "sppo", "rpo", "aot aot-unpaired", "discopop", "wpo", "apo-zero apo-down", "ld-dpo",
+    "mpo", "tulu3-dpo", "kto", "bema", "dft", "bfd-packing", "t5-packing", "loo-denoiser", "lora", "dora", "rloo",
+    "reinforce-pp", "orpo", "cpo", "simpo", "alphapo", "tpo tpo-l", "nash-md", "prm", "reward-centering",
+    "llama2-margin", "online-dpo", "xpo", "gkd", "iw-opd", "on-policy-distillation", "minillm", "sdpo", "sdft", "ssd",
+    "zero", "ppo",
+]
+
+
+def test_every_paper_index_entry_is_a_recipe_or_listed_with_its_reason(cli):
+    assert len(PAPER_INDEX) == 72
+    names = [name for entry in PAPER_INDEX for name in entry.split()]
+    assert sorted(names) == sorted({*catalog.available(), *UNAVAILABLE})  # each shown once, nothing else
+    runnable = [entry for entry in PAPER_INDEX if any(n in catalog.available() for n in entry.split())]
+    assert len(runnable) >= 60  # the bar: >= 57 entries, 60 with RSO, Iterative RPO and SPPO
+    listed = cli("list", "--all").stdout
+    assert all(re.search(rf"^ \S+ +{re.escape(name)} ", listed, re.M) for name in names)
