@@ -1,7 +1,7 @@
 """`make results`: every number the README quotes, measured in one run, written to results/RESULTS.md
 (and results/results.json), with the machine, the versions and the command.
 
-    python bench/results.py [--seeds 3] [--recipes gspo dapo ...] [--startup-rounds 11] [--reuse demo ...]
+    python bench/results.py [--seeds 3] [--recipes gspo dapo ...] [--jobs 2] [--startup-rounds 11] [--reuse demo ...]
 
 1. The demo: each recipe on the embedded default, once per seed (`--set seed=S`), the test metric before
    and after; per recipe the per-seed values, the mean change with its standard error and a 95% t-interval
@@ -90,6 +90,24 @@ def demo(recipe: str, seeds: list[int]) -> dict:
         result["bema_minus_raw"] = interval([r["after"] - r["raw_iterate"] for r in runs])
     (ROOT / RUNS / recipe / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+FIRST = ["gspo", "dapo", "dr-grpo", "lite-ppo", "rloo", "dpo", "alphapo", "bema"]  # the first release's eight
+
+
+def default_recipes() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from paperrl import catalog
+
+    return FIRST + [name for name in catalog.available() if name not in FIRST]
+
+
+def demos(recipes: list[str], seeds: list[int], jobs: int) -> list[dict]:
+    """Each recipe's demo over the seeds, `jobs` recipes at a time, in the given order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda recipe: demo(recipe, seeds), recipes))
 
 
 def verify() -> dict:
@@ -205,8 +223,8 @@ SECTIONS = ("demo", "verify", "reproduce", "startup")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--recipes", nargs="*", default=["gspo", "dapo", "dr-grpo", "lite-ppo", "rloo", "dpo",
-                                                         "alphapo", "bema"])
+    parser.add_argument("--recipes", nargs="*", default=None, help="default: every recipe, the first eight first")
+    parser.add_argument("--jobs", type=int, default=2, help="demo runs at once (each on one thread)")
     parser.add_argument("--startup-rounds", type=int, default=11)
     parser.add_argument("--reuse", nargs="*", choices=SECTIONS, default=[],
                         help="keep these sections of the last results/results.json, each with the command and commit "
@@ -217,7 +235,7 @@ def main() -> None:
                "startup_rounds": args.startup_rounds, "measured": {}}
     previous = json.loads((OUT / "results.json").read_text()) if args.reuse else {}
     measure = {
-        "demo": lambda: [demo(recipe, results["seeds"]) for recipe in args.recipes],
+        "demo": lambda: demos(args.recipes or default_recipes(), results["seeds"], args.jobs),
         "verify": verify,
         "reproduce": lambda: reproduce(args.seeds),
         "startup": lambda: startup.measure(args.startup_rounds),
