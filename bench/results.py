@@ -252,7 +252,8 @@ def main() -> None:
         results["measured"][section] = {"command": command, "commit": results["machine"]["commit"],
                                         "date": results["machine"]["date"]}
     OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # no machine path in what is committed: paths inside the repository are written relative to it
+    (OUT / "results.json").write_text(json.dumps(results, indent=2).replace(str(ROOT) + "/", "") + "\n")
     (OUT / "RESULTS.md").write_text(markdown(results))
     print(markdown(results))
 
