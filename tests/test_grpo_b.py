@@ -19,8 +19,8 @@ from paperrl.verify.importance_sampling import ref_corrected_loss, ref_mismatch_
 from paperrl.verify.reinforce_pp import ref_global_advantages
 
 
-def close(tensor, expected):
-    torch.testing.assert_close(tensor, torch.tensor(expected, dtype=tensor.dtype), rtol=1e-6, atol=1e-7)
+def close(tensor, expected) -> bool:
+    return torch.allclose(tensor, torch.tensor(expected, dtype=tensor.dtype), rtol=1e-6, atol=1e-7)
 
 # ---------------------------------------------------------------- the references, on examples done on paper
 
@@ -31,17 +31,17 @@ def test_mismatch_weight_by_hand():
     infer = torch.zeros(2, 2)
     mask = torch.ones(2, 2)
     tis = ref_mismatch_weight(train, infer, mask, {"level": "token", "how": "truncate", "c_max": 2.0})
-    close(tis, [[2.0, 0.4], [1.5, 1.2]])  # min(k, 2), no lower bound
+    assert close(tis, [[2.0, 0.4], [1.5, 1.2]])  # min(k, 2), no lower bound
     icepop = ref_mismatch_weight(train, infer, mask, {"level": "token", "how": "mask", "c_min": 0.5, "c_max": 2.0})
-    close(icepop, [[0.0, 0.0], [1.5, 1.2]])  # outside [0.5, 2]: no gradient
+    assert close(icepop, [[0.0, 0.0], [1.5, 1.2]])  # outside [0.5, 2]: no gradient
     seq = ref_mismatch_weight(train, infer, mask, {"level": "sequence", "how": "truncate", "c_max": 2.0})
-    close(seq, [[1.2], [1.8]])  # 3 x 0.4 = 1.2, 1.5 x 1.2 = 1.8
+    assert close(seq, [[1.2], [1.8]])  # 3 x 0.4 = 1.2, 1.5 x 1.2 = 1.8
     seq_mask = ref_mismatch_weight(train, infer, mask, {"level": "sequence", "how": "mask", "c_min": 1.5, "c_max": 2.0})
-    close(seq_mask, [[0.0], [1.8]])
+    assert close(seq_mask, [[0.0], [1.8]])
     # padding carries no mismatch: the second token of a 1-token completion is ignored at sequence level
     short = ref_mismatch_weight(train, infer, torch.tensor([[1.0, 0.0], [1.0, 1.0]]),
                                 {"level": "sequence", "how": "truncate", "c_max": 5.0})
-    close(short, [[3.0], [1.8]])
+    assert close(short, [[3.0], [1.8]])
 
 
 def test_corrected_loss_by_hand():
