@@ -82,6 +82,18 @@ def own_token_mean(base):
     return Trainer
 
 
+# TRL trainers that paperrl uses with their loss divided by each micro-batch's own tokens (own_token_mean)
+_TOKEN_MEAN = {"GKDTrainer": "trl.experimental.gkd.gkd_trainer", "IWOPDTrainer": "trl.experimental.iw_opd.iw_opd_trainer"}
+
+
+def __getattr__(name: str):  # the subclasses are built on first use: importing this module never imports TRL
+    if name in _TOKEN_MEAN:
+        import importlib
+
+        return own_token_mean(getattr(importlib.import_module(_TOKEN_MEAN[name]), name))
+    raise AttributeError(name)
+
+
 def raw_chat_template(tokenizer) -> None:
     """Give a tokenizer without a chat template the plain-concatenation one (TRL's `messages` collators need one)."""
     if not getattr(tokenizer, "chat_template", None):

@@ -12,20 +12,10 @@ def messages_row(a: int, b: int, rng) -> dict:
     return {"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
 
 
-def __getattr__(name: str):  # the subclass is built on first use: importing this module never imports TRL
-    if name == "GKDTrainer":
-        import importlib
-
-        from paperrl.kinds.distillation import own_token_mean
-
-        return own_token_mean(getattr(importlib.import_module("trl.experimental.gkd.gkd_trainer"), "GKDTrainer"))
-    raise AttributeError(name)
-
-
 KIND = TrainerKind(
     name="gkd",
     config_class="trl.experimental.gkd.gkd_config:GKDConfig",
-    trainer_class="paperrl.kinds.gkd:GKDTrainer",
+    trainer_class="paperrl.kinds.distillation:GKDTrainer",
     columns=(("messages",),),
     task=Task("addition-messages", messages_row, demo.EXACT_MATCH, demo.exact_match),
     demo={**demo.OFFLINE,

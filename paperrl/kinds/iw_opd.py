@@ -12,20 +12,10 @@ def prompt_messages_row(a: int, b: int, rng) -> dict:
     return {"messages": [{"role": "user", "content": f"{a}+{b}="}]}
 
 
-def __getattr__(name: str):  # the subclass is built on first use: importing this module never imports TRL
-    if name == "IWOPDTrainer":
-        import importlib
-
-        from paperrl.kinds.distillation import own_token_mean
-
-        return own_token_mean(getattr(importlib.import_module("trl.experimental.iw_opd.iw_opd_trainer"), "IWOPDTrainer"))
-    raise AttributeError(name)
-
-
 KIND = TrainerKind(
     name="iw-opd",
     config_class="trl.experimental.iw_opd.iw_opd_config:IWOPDConfig",
-    trainer_class="paperrl.kinds.iw_opd:IWOPDTrainer",
+    trainer_class="paperrl.kinds.distillation:IWOPDTrainer",
     columns=(("messages",),),
     task=Task("addition-prompt-messages", prompt_messages_row, demo.EXACT_MATCH, demo.exact_match),
     demo={**demo.OFFLINE,
